@@ -1,0 +1,49 @@
+"""The one command line, ``ridestream …``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+from broker.local import BrokerError
+from ridestream import broker_cmd, run_cmd, schema_cmd, topics_cmd
+from ridestream.console import err
+from shared.errors import RidestreamError
+
+app = typer.Typer(
+    help="Real-time ML on taxi-ride events: Kafka, a backend and a fleet of scoring services.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(broker_cmd.app, name="broker")
+app.add_typer(topics_cmd.app, name="topics")
+app.add_typer(schema_cmd.app, name="schema")
+app.command("run")(run_cmd.run)
+
+
+@app.callback()
+def _root(verbose: bool = typer.Option(False, "-v", "--verbose", help="log Kafka client details")) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not verbose:
+        # connection retries are expected while a broker restarts; failures surface as errors
+        logging.getLogger("ridestream.kafka").setLevel(logging.CRITICAL)
+
+
+def main() -> None:
+    try:
+        app()
+    except (RidestreamError, BrokerError) as exc:
+        err.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

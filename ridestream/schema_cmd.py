@@ -1,0 +1,43 @@
+"""``ridestream schema export``: JSON Schema files of the wire contract, for outside clients."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from pydantic import TypeAdapter
+
+from ridestream.console import out
+from shared.events import Prediction, RideEvent
+from shared.settings import PROJECT_ROOT
+
+app = typer.Typer(help="The wire contract as JSON Schema.", no_args_is_help=True)
+SCHEMA_DIR = PROJECT_ROOT / "schemas"
+
+
+def contract_schemas() -> dict[str, str]:
+    """File name → JSON Schema text of each message kind of the contract."""
+    docs = {
+        "ride_event.schema.json": (TypeAdapter(RideEvent), "ride event", "rides.events"),
+        "prediction.schema.json": (TypeAdapter(Prediction), "prediction", "rides.predictions.{duration,tip,cost}"),
+    }
+    schemas = {}
+    for filename, (adapter, title, topic) in docs.items():
+        schema = {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": f"ridestream {title}, wire contract version 1",
+            "description": f"The value of a message on {topic} (UTF-8 JSON; the key is the ride_id).",
+            **adapter.json_schema(),
+        }
+        schemas[filename] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
+    return schemas
+
+
+@app.command()
+def export(out_dir: Path = typer.Option(SCHEMA_DIR, "--out", help="where to write the files")) -> None:
+    """Write the JSON Schema files (schemas/ by default)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for filename, text in contract_schemas().items():
+        (out_dir / filename).write_text(text)
+        out.print(f"wrote {out_dir / filename}")

@@ -1,0 +1,44 @@
+"""``ridestream topics …``: the contract's topics on the configured cluster."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from ridestream.console import out
+from shared.kafka import ensure_reachable, make_admin
+from shared.settings import load_settings
+from shared.topics import create_topics, describe_topics
+
+app = typer.Typer(help="Create and describe the contract's topics.", no_args_is_help=True)
+
+
+@app.command()
+def create(
+    partitions: int = typer.Option(None, help="partitions of rides.events (default 6)"),
+    retention_hours: float = typer.Option(None, help="retention of every topic (default 168)"),
+) -> None:
+    """Create the five contract topics; those that exist are left as they are."""
+    overrides = {"events_partitions": partitions, "retention_hours": retention_hours}
+    settings = load_settings(**{k: v for k, v in overrides.items() if v is not None})
+    admin = make_admin(settings)
+    ensure_reachable(admin, settings)
+    for name, outcome in create_topics(admin, settings.topic_specs()).items():
+        out.print(f"{outcome:>7}  {name}")
+
+
+@app.command()
+def describe() -> None:
+    """Partitions and retention of the contract topics."""
+    settings = load_settings()
+    admin = make_admin(settings)
+    ensure_reachable(admin, settings)
+    table = Table("topic", "partitions", "retention")
+    names = settings.topics.all()
+    for name, info in zip(names, describe_topics(admin, names)):
+        if info is None:
+            table.add_row(name, "[red]missing[/]", "")
+        else:
+            retention = "forever" if not info.retention_ms or info.retention_ms < 0 else f"{info.retention_ms / 3_600_000:g} h"
+            table.add_row(name, str(info.partitions), retention)
+    out.print(table)

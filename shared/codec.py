@@ -1,0 +1,76 @@
+"""Bytes ⇄ contract models. Encoding uses orjson; decoding validates straight from the bytes with
+pydantic-core's own JSON parser (one pass, no intermediate dict), which is also what makes strict
+RFC 3339 time parsing possible.
+
+A value that is not a valid contract event raises :class:`InvalidMessage`, whose ``error_type``
+and one-line ``message`` are what the DLQ headers carry.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from shared.events import EVENT_TYPES, RideEvent, ride_event_adapter
+
+_ORJSON_OPTS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
+_MAX_MESSAGE_CHARS = 300
+
+
+class InvalidMessage(ValueError):
+    """A message value that is not a contract event.
+
+    ``error_type`` is one of: ``empty``, ``json``, ``unknown_event_type``, ``schema``.
+    """
+
+    def __init__(self, error_type: str, message: str):
+        super().__init__(f"{error_type}: {message}")
+        self.error_type = error_type
+        self.message = message
+
+
+def encode(model: BaseModel) -> bytes:
+    """A contract model as compact UTF-8 JSON; optional fields that are None are left out."""
+    return orjson.dumps(model.model_dump(exclude_none=True), option=_ORJSON_OPTS)
+
+
+def encode_dict(payload: dict[str, Any]) -> bytes:
+    """A plain dict (already in contract shape) as UTF-8 JSON; the hot paths build dicts directly."""
+    return orjson.dumps(payload, option=_ORJSON_OPTS)
+
+
+def decode_event(value: bytes | None) -> RideEvent:
+    """Validate one ``rides.events`` value. Raises :class:`InvalidMessage` with the reason."""
+    if not value:
+        raise InvalidMessage("empty", "the message value is empty")
+    try:
+        return ride_event_adapter.validate_json(value)
+    except ValidationError as exc:
+        raise _classify(exc) from None
+
+
+def _classify(exc: ValidationError) -> InvalidMessage:
+    errors = exc.errors(include_url=False, include_input=False)
+    kinds = {e["type"] for e in errors}
+    if "json_invalid" in kinds:
+        return InvalidMessage("json", "not valid JSON: " + errors[0]["msg"].removeprefix("Invalid JSON: "))
+    if "union_tag_invalid" in kinds:
+        return InvalidMessage("unknown_event_type", f"event_type must be one of {', '.join(EVENT_TYPES)}")
+    if "union_tag_not_found" in kinds:
+        return InvalidMessage("schema", "event_type is missing")
+    if "model_attributes_type" in kinds or "model_type" in kinds:
+        return InvalidMessage("schema", "the value must be a JSON object")
+    return InvalidMessage("schema", describe_errors(errors))
+
+
+def describe_errors(errors: list[Any]) -> str:
+    """Pydantic errors as one short line: ``field: problem; field: problem``."""
+    parts = []
+    for e in errors:
+        # the first element of loc is the union member's tag (e.g. "ride_requested"); keep the field
+        loc = [str(p) for p in e["loc"] if str(p) not in EVENT_TYPES]
+        parts.append(f"{'.'.join(loc) or 'value'}: {e['msg']}")
+    line = "; ".join(parts)
+    return line if len(line) <= _MAX_MESSAGE_CHARS else line[: _MAX_MESSAGE_CHARS - 1] + "…"

@@ -1,0 +1,127 @@
+"""The wire contract, version 1: ride events and predictions as strict pydantic models.
+
+Outside clients are built against these names: new optional fields may be added, none renamed or
+removed without a new ``schema_version``. Unknown extra fields are ignored, so a newer producer
+that adds an optional field does not break an older consumer.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+
+from shared.topics import Service
+
+SCHEMA_VERSION = 1
+
+
+def _require_utc(value: datetime) -> datetime:
+    if value.utcoffset() != timedelta(0):
+        raise ValueError("must be in UTC (end in Z or +00:00)")
+    return value
+
+
+UtcTime = Annotated[AwareDatetime, AfterValidator(_require_utc)]
+"""An RFC 3339 time in UTC: naive times and other offsets are rejected."""
+Zone = Annotated[int, Field(ge=1, le=265, description="TLC taxi zone LocationID")]
+Miles = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Minutes = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Usd = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Id = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+def _wire_fields_required(schema: dict[str, Any]) -> None:
+    """In the exported JSON Schema, the fields every message carries are required, even where
+    the Python model fills them in by default."""
+    wire = [f for f in ("schema_version", "event_type") if f in schema.get("properties", {})]
+    schema["required"] = [*wire, *(f for f in schema.get("required", []) if f not in wire)]
+
+
+class WireModel(BaseModel):
+    """Strict: no type coercion (``"3"`` is not a zone), no NaN or infinity, immutable."""
+
+    model_config = ConfigDict(
+        strict=True, frozen=True, extra="ignore", allow_inf_nan=False,
+        json_schema_extra=_wire_fields_required,
+    )
+
+
+class RideEventBase(WireModel):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    event_id: Id
+    ride_id: Id
+    event_time: UtcTime
+
+
+class RideRequested(RideEventBase):
+    event_type: Literal["ride_requested"] = "ride_requested"
+    pickup_zone: Zone
+    dropoff_zone: Zone
+    trip_distance_mi: Miles = Field(description="planned route distance")
+    passenger_count: Annotated[int, Field(ge=0, le=9)]
+    payment_type: Annotated[int, Field(ge=1, le=6, description="TLC payment type code")]
+    service: Literal["yellow", "green"]
+    initial_duration_min: Minutes | None = Field(
+        default=None, description="the backend's request-time estimate; may be absent or null"
+    )
+
+
+class RideStarted(RideEventBase):
+    event_type: Literal["ride_started"] = "ride_started"
+
+
+class RideProgress(RideEventBase):
+    event_type: Literal["ride_progress"] = "ride_progress"
+    elapsed_min: Minutes
+    distance_done_mi: Miles
+    distance_left_mi: Miles
+
+
+class RideCompleted(RideEventBase):
+    event_type: Literal["ride_completed"] = "ride_completed"
+    duration_min: Minutes
+    fare_amount: Usd
+    tip_amount: Usd
+    total_amount: Usd
+
+
+RideEvent = Annotated[
+    Union[RideRequested, RideStarted, RideProgress, RideCompleted],
+    Field(discriminator="event_type"),
+]
+EVENT_TYPES: tuple[str, ...] = ("ride_requested", "ride_started", "ride_progress", "ride_completed")
+ride_event_adapter: TypeAdapter[RideEvent] = TypeAdapter(RideEvent)
+
+
+class Prediction(WireModel):
+    """What a service publishes on ``rides.predictions.<service>``."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    prediction_id: Id = Field(description="deterministic from service, model version and event_id")
+    ride_id: Id
+    event_id: Id = Field(description="the source event")
+    service: Service
+    model_version: Annotated[str, Field(min_length=1)]
+    value: Annotated[float, Field(allow_inf_nan=False)]
+    unit: Literal["min", "usd"]
+    event_time: UtcTime = Field(description="the source event's time")
+    scored_at: UtcTime
+    remaining_min: Minutes | None = Field(
+        default=None, description="duration answers to ride_progress: minutes left"
+    )
+    initial: bool | None = Field(
+        default=None, description="true on the backend's request-time duration estimate"
+    )
+
+
+UNITS: dict[Service, Literal["min", "usd"]] = {"duration": "min", "tip": "usd", "cost": "usd"}
+_PREDICTION_NAMESPACE = uuid.UUID("6f1c1f8e-6b0a-4c38-9a43-2f7d5f1a9d10")
+
+
+def prediction_id(service: str, model_version: str, event_id: str) -> str:
+    """The same (service, model version, event) always gives the same id, so a replay or a
+    redelivery after a crash writes the same ids and downstream can de-duplicate."""
+    return str(uuid.uuid5(_PREDICTION_NAMESPACE, f"{service}\x1f{model_version}\x1f{event_id}"))

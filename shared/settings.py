@@ -1,0 +1,121 @@
+"""The one settings object: environment (``RIDESTREAM_*``), a ``.env`` file, then defaults.
+
+``KAFKA_BOOTSTRAP_SERVERS`` is honoured too, so the usual variable points everything at an existing
+cluster. When neither is set, ridestream uses its own local broker (``ridestream broker start``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.errors import ConfigError
+from shared.topics import SERVICES, Service, Topics, TopicSpec
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="RIDESTREAM_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # --- which Kafka -------------------------------------------------------------------------
+    bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("RIDESTREAM_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"),
+        description="host:port[,host:port…] of an existing cluster; unset = the local broker",
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: Path | None = None
+    ssl_certificate_location: Path | None = None
+    ssl_key_location: Path | None = None
+    ssl_key_password: SecretStr | None = None
+    client_id: str = "ridestream"
+    kafka_extra: dict[str, str] = Field(
+        default_factory=dict, description="further librdkafka settings, as a JSON object"
+    )
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+
+    # --- topics --------------------------------------------------------------------------------
+    namespace: str = Field(default="", description="prefix for every topic and consumer group")
+    events_partitions: int = Field(default=6, ge=1)
+    predictions_partitions: int = Field(default=6, ge=1)
+    dlq_partitions: int = Field(default=1, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    retention_hours: float = Field(default=168.0, gt=0, description="7 days")
+
+    # --- the local broker ----------------------------------------------------------------------
+    broker_port: int = Field(default=9092, ge=1, le=65535)
+    broker_controller_port: int = Field(default=9093, ge=1, le=65535)
+    broker_heap: str = Field(default="512m", pattern=r"^\d+[mMgG]$")
+    state_dir: Path = Field(default=PROJECT_ROOT / ".ridestream", description="broker data and logs")
+
+    @property
+    def uses_local_broker(self) -> bool:
+        return not self.bootstrap_servers
+
+    @property
+    def bootstrap(self) -> str:
+        return self.bootstrap_servers or f"localhost:{self.broker_port}"
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.namespace)
+
+    def group_id(self, service: Service) -> str:
+        return f"{self.namespace}ridestream-{service}"
+
+    def topic_specs(self) -> list[TopicSpec]:
+        retention_ms = int(self.retention_hours * 3600 * 1000)
+        t = self.topics
+
+        def spec(name: str, partitions: int) -> TopicSpec:
+            return TopicSpec(name, partitions, self.replication_factor, retention_ms)
+
+        return [
+            spec(t.events, self.events_partitions),
+            *(spec(t.predictions(s), self.predictions_partitions) for s in SERVICES),
+            spec(t.dlq, self.dlq_partitions),
+        ]
+
+    def kafka_config(self, **overrides: Any) -> dict[str, Any]:
+        """The librdkafka configuration shared by every client: the one place settings become
+        ``bootstrap.servers``, security and TLS options."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap,
+            "client.id": self.client_id,
+            "security.protocol": self.security_protocol,
+        }
+        optional = {
+            "sasl.mechanism": self.sasl_mechanism,
+            "sasl.username": self.sasl_username,
+            "sasl.password": self.sasl_password.get_secret_value() if self.sasl_password else None,
+            "ssl.ca.location": self.ssl_ca_location,
+            "ssl.certificate.location": self.ssl_certificate_location,
+            "ssl.key.location": self.ssl_key_location,
+            "ssl.key.password": self.ssl_key_password.get_secret_value() if self.ssl_key_password else None,
+        }
+        conf.update({k: str(v) for k, v in optional.items() if v is not None})
+        conf.update(self.kafka_extra)
+        conf.update(overrides)
+        return conf
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, with a one-line :class:`ConfigError` when they are invalid."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        field = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise ConfigError(
+            f"invalid setting RIDESTREAM_{field.upper()}: {first['msg']} "
+            f"(got {first.get('input')!r}; check your environment and .env)"
+        ) from None

@@ -1,0 +1,101 @@
+"""Topic names of the wire contract, and idempotent creation and description of those topics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
+
+from shared.errors import TopicError
+
+Service = Literal["duration", "tip", "cost"]
+SERVICES: tuple[Service, ...] = ("duration", "tip", "cost")
+
+EVENTS = "rides.events"
+DLQ = "rides.events.dlq"
+PREDICTIONS: dict[Service, str] = {s: f"rides.predictions.{s}" for s in SERVICES}
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The contract's topic names, under an optional namespace prefix.
+
+    The namespace is empty in production (the names are exactly the contract's); tests and
+    side-by-side experiments give each run its own prefix so nothing bleeds between them.
+    """
+
+    namespace: str = ""
+
+    @property
+    def events(self) -> str:
+        return self.namespace + EVENTS
+
+    @property
+    def dlq(self) -> str:
+        return self.namespace + DLQ
+
+    def predictions(self, service: Service) -> str:
+        return self.namespace + PREDICTIONS[service]
+
+    def all(self) -> list[str]:
+        return [self.events, *(self.predictions(s) for s in SERVICES), self.dlq]
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replication_factor: int = 1
+    retention_ms: int | None = None
+
+    def new_topic(self) -> NewTopic:
+        config = {} if self.retention_ms is None else {"retention.ms": str(self.retention_ms)}
+        return NewTopic(self.name, self.partitions, self.replication_factor, config=config)
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    name: str
+    partitions: int
+    retention_ms: int | None
+
+
+def create_topics(admin: AdminClient, specs: list[TopicSpec], timeout: float = 30.0) -> dict[str, str]:
+    """Create the topics that do not exist yet. Returns name → "created" or "exists".
+
+    An existing topic is left as it is (Kafka cannot shrink partitions; growing them would move
+    keys to other partitions and break per-ride ordering), so running this twice is harmless.
+    """
+    if not specs:
+        return {}
+    futures = admin.create_topics([s.new_topic() for s in specs], request_timeout=timeout)
+    outcome: dict[str, str] = {}
+    for name, future in futures.items():
+        try:
+            future.result(timeout=timeout)
+            outcome[name] = "created"
+        except KafkaException as exc:
+            err: KafkaError = exc.args[0]
+            if err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                outcome[name] = "exists"
+            else:
+                raise TopicError(f"cannot create topic {name}: {err.str()}") from None
+    return outcome
+
+
+def describe_topics(admin: AdminClient, names: list[str], timeout: float = 10.0) -> list[TopicInfo | None]:
+    """Partitions and retention of each named topic; None where the topic does not exist."""
+    metadata = admin.list_topics(timeout=timeout).topics
+    present = [n for n in names if n in metadata and metadata[n].error is None]
+    retention: dict[str, int | None] = {}
+    if present:
+        resources = [ConfigResource(ResourceType.TOPIC, n) for n in present]
+        for resource, future in admin.describe_configs(resources, request_timeout=timeout).items():
+            entry = future.result(timeout=timeout).get("retention.ms")
+            retention[resource.name] = int(entry.value) if entry is not None and entry.value else None
+    return [
+        TopicInfo(n, len(metadata[n].partitions), retention.get(n)) if n in retention else None
+        for n in names
+    ]
