@@ -60,7 +60,7 @@ def _classify(exc: ValidationError) -> InvalidMessage:
         return InvalidMessage("unknown_event_type", f"event_type must be one of {', '.join(EVENT_TYPES)}")
     if "union_tag_not_found" in kinds:
         return InvalidMessage("schema", "event_type is missing")
-    if "model_attributes_type" in kinds or "model_type" in kinds:
+    if kinds & {"dict_type", "model_attributes_type", "model_type"}:
         return InvalidMessage("schema", "the value must be a JSON object")
     return InvalidMessage("schema", describe_errors(errors))
 

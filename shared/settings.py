@@ -20,7 +20,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="RIDESTREAM_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="RIDESTREAM_", env_file=".env", env_file_encoding="utf-8", extra="ignore",
+        validate_by_name=True,  # Settings(bootstrap_servers=…) works beside the env aliases
     )
 
     # --- which Kafka -------------------------------------------------------------------------

@@ -1,0 +1,31 @@
+# ridestream's two commands — everything else is set up on the way, on a fresh machine:
+#   make run    the main job: local Kafka broker, topics, backend and services, live
+#   make test   the test suite (a real Kafka broker, started once per session)
+# Needs python3 (3.11+), and for the local broker java (17+) and mvn; KAFKA_BOOTSTRAP_SERVERS
+# points everything at an existing cluster instead.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: run test install broker-jars clean
+
+run: install
+	$(BIN)/ridestream run
+
+test: install
+	$(BIN)/pytest
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $@
+
+broker-jars: install
+	$(BIN)/ridestream broker fetch
+
+clean:
+	-$(BIN)/ridestream broker stop
+	rm -rf $(VENV) broker/lib .ridestream test-output

@@ -1,0 +1,1 @@
+"""The backend: ride simulator and TLC replay, the initial duration estimate, publishing ride events."""

@@ -1,0 +1,101 @@
+"""Shared fixtures. Which broker the integration tests use, in order:
+
+1. ``KAFKA_BOOTSTRAP_SERVERS`` when set (an existing cluster);
+2. Testcontainers' Kafka when a Docker engine answers;
+3. otherwise ridestream's own local JVM broker (``broker/``), on free ports in a temporary
+   directory.
+
+The broker is started once per test session; the ``kafka`` fixture gives each test its own
+namespace, so its topics and consumer groups are its own.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from broker.local import LocalBroker, free_port
+from shared.kafka import make_admin
+from shared.settings import Settings
+from shared.topics import create_topics
+
+TEST_OUTPUT = Path(__file__).resolve().parent.parent / "test-output"
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def local_broker_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("brokers")
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(local_broker_home: Path) -> Iterator[str]:
+    """The bootstrap address of the session's real Kafka broker."""
+    existing = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if existing:
+        yield existing
+        return
+    if _docker_answers():
+        from testcontainers.community.kafka import KafkaContainer
+
+        with KafkaContainer("confluentinc/cp-kafka:7.9.0").with_kraft() as container:
+            yield container.get_bootstrap_server()
+        return
+    broker = LocalBroker(local_broker_home / "session", port=free_port(), controller_port=free_port())
+    broker.start(fresh=True)
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
+@dataclass
+class KafkaTestEnv:
+    """One test's slice of the broker: settings whose namespace prefixes every topic and group."""
+
+    settings: Settings
+
+    @property
+    def bootstrap(self) -> str:
+        return self.settings.bootstrap
+
+    def create_contract_topics(self) -> dict[str, str]:
+        return create_topics(make_admin(self.settings), self.settings.topic_specs())
+
+    def group(self, name: str = "group") -> str:
+        return f"{self.settings.namespace}{name}"
+
+    def env(self) -> dict[str, str]:
+        """Environment for a ridestream subprocess that should see the same broker and namespace."""
+        return {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "RIDESTREAM_NAMESPACE": self.settings.namespace,
+        }
+
+
+@pytest.fixture
+def kafka(kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch) -> KafkaTestEnv:
+    """Settings for this test only: the session broker, a unique namespace, small topics."""
+    for var in [v for v in os.environ if v.startswith("RIDESTREAM_")]:
+        monkeypatch.delenv(var)
+    namespace = f"t{uuid.uuid4().hex[:10]}."
+    settings = Settings(
+        bootstrap_servers=kafka_bootstrap, namespace=namespace,
+        events_partitions=3, predictions_partitions=3, _env_file=None,
+    )
+    return KafkaTestEnv(settings)

@@ -1,0 +1,69 @@
+"""Rows of the real TLC sample (shipped in data/) mapped onto the wire contract."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+
+from shared.codec import decode_event, encode
+from shared.events import RideCompleted, RideRequested, RideStarted
+from shared.tlc import SAMPLE_TRIPS, TRIP_COLUMNS, read_trip_file, trip_events
+
+
+@pytest.fixture(scope="module")
+def trips() -> pd.DataFrame:
+    return read_trip_file(SAMPLE_TRIPS)
+
+
+def test_the_sample_reads_into_the_normalised_table(trips):
+    assert len(trips) == 5000
+    assert list(trips.columns) == TRIP_COLUMNS
+    assert set(trips.service) == {"yellow", "green"}
+
+
+def test_clean_real_rows_become_valid_contract_events(trips):
+    clean = trips[(trips.fare_amount >= 0) & (trips.tip_amount >= 0) & (trips.total_amount >= 0)
+                  & trips.passenger_count.between(0, 9) & trips.payment_type.between(1, 6)]
+    assert len(clean) > 4900
+    rides = trip_events(clean)
+    assert len(rides) == len(clean)
+    for ride in rides[:500]:
+        requested, started, completed = ride
+        assert (type(requested), type(started), type(completed)) == (RideRequested, RideStarted, RideCompleted)
+        assert len({e.ride_id for e in ride}) == 1
+        assert completed.event_time >= requested.event_time
+        for event in ride:
+            assert decode_event(encode(event)) == event
+    first = rides[0][0]
+    assert (first.pickup_zone, first.dropoff_zone, first.trip_distance_mi, first.service) == (179, 146, 0.9, "green")
+    assert rides[0][2].total_amount == 6.3
+
+
+def test_real_refunds_break_the_contract(trips):
+    refunds = trips[trips.total_amount < 0]
+    assert len(refunds) > 0  # the uncleaned sample has them, as real TLC files do
+    for i in range(len(refunds)):
+        with pytest.raises(ValidationError, match="greater than or equal to 0"):
+            trip_events(refunds.iloc[[i]])
+
+
+def test_green_files_with_lpep_columns_and_parquet(trips, tmp_path):
+    green = trips[trips.service == "green"].head(20).drop(columns="service").rename(columns={
+        "pickup_time": "lpep_pickup_datetime", "dropoff_time": "lpep_dropoff_datetime",
+        "pickup_zone": "PULocationID", "dropoff_zone": "DOLocationID", "trip_distance_mi": "trip_distance",
+    })
+    path = tmp_path / "green_tripdata_2019-03.parquet"
+    green.to_parquet(path)
+    back = read_trip_file(path)
+    assert set(back.service) == {"green"} and len(back) == 20
+    assert back.pickup_time.iloc[0] == trips[trips.service == "green"].pickup_time.iloc[0]
+
+
+def test_unknown_file_kinds_and_missing_columns_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="not a TLC trip file"):
+        read_trip_file(tmp_path / "trips.xlsx")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="missing TLC column tpep_pickup_datetime or lpep_pickup_datetime"):
+        read_trip_file(bad)

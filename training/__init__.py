@@ -1,0 +1,1 @@
+"""Loading TLC trip data, cleaning it, training and evaluating the models, writing versioned artifacts."""
