@@ -16,7 +16,7 @@ from shared.codec import decode_event, encode
 from shared.errors import RidestreamError
 from shared.kafka import ensure_reachable, make_admin, make_consumer, make_producer
 from shared.settings import load_settings
-from shared.tlc import SAMPLE_TRIPS, read_trip_file, trip_events
+from shared.tlc import SAMPLE_TRIPS, clean_trips, read_trip_file, trip_events
 from shared.topics import create_topics
 
 
@@ -29,8 +29,8 @@ def run() -> None:
     created = create_topics(admin, settings.topic_specs())
     out.print(f"topics ready on {settings.bootstrap}: {', '.join(created)}")
 
-    trips = read_trip_file(SAMPLE_TRIPS)
-    trips = trips[(trips.total_amount > 0) & (trips.trip_distance_mi > 0)].head(1)
+    trips, _ = clean_trips(read_trip_file(SAMPLE_TRIPS))
+    trips = trips.head(1)
     events = trip_events(trips, id_prefix=f"demo-{int(time.time())}")[0]
 
     producer = make_producer(settings)

@@ -7,7 +7,8 @@ read trip files, and those two never import each other.
 
 from __future__ import annotations
 
-from datetime import timezone
+import glob
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import pandas as pd
 
 from shared.events import RideCompleted, RideEvent, RideRequested, RideStarted
 
+NYC_TZ = "America/New_York"  # TLC times are local wall-clock times
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 SAMPLE_TRIPS = DATA_DIR / "tlc_trips_2019_03_sample.csv"
 ZONES = DATA_DIR / "taxi_zones.csv"
@@ -66,18 +68,92 @@ def read_trip_file(path: Path) -> pd.DataFrame:
     return trips
 
 
+def expand_paths(specs: list[str | Path]) -> list[Path]:
+    """Files named by paths, folders (every TLC file inside) or glob patterns, sorted."""
+    files: list[Path] = []
+    for spec in specs:
+        path = Path(spec)
+        if path.is_dir():
+            found = [p for p in sorted(path.iterdir()) if p.name.lower().endswith((".parquet", ".csv", ".csv.gz"))]
+        elif any(ch in str(spec) for ch in "*?["):
+            found = [Path(p) for p in sorted(glob.glob(str(spec)))]
+        elif path.is_file():
+            found = [path]
+        else:
+            raise FileNotFoundError(f"{spec}: no such file or folder")
+        if not found:
+            raise FileNotFoundError(f"{spec}: no TLC trip files (.parquet, .csv) there")
+        files.extend(found)
+    return files
+
+
+def read_trips(specs: list[str | Path]) -> pd.DataFrame:
+    """Every TLC file named by ``specs`` (files, folders, globs) as one normalised table, uncleaned."""
+    frames = [read_trip_file(p) for p in expand_paths(specs)]
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+@dataclass
+class CleaningReport:
+    rows_in: int
+    rows_out: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        reasons = ", ".join(f"{k} {v}" for k, v in self.dropped.items() if v)
+        return f"{self.rows_out} of {self.rows_in} trips kept" + (f" (dropped: {reasons})" if reasons else "")
+
+
+def clean_trips(trips: pd.DataFrame) -> tuple[pd.DataFrame, CleaningReport]:
+    """Drop what real TLC files contain but no rider ever experienced, rule by rule (each row is
+    counted under the first rule it breaks), and add the derived columns training uses:
+    ``duration_min``, ``cost_amount`` (total − tip), ``pickup_utc`` and ``dropoff_utc``."""
+    report = CleaningReport(rows_in=len(trips))
+    t = trips.copy()
+    t["duration_min"] = (t["dropoff_time"] - t["pickup_time"]).dt.total_seconds() / 60.0
+    money = ["fare_amount", "tip_amount", "total_amount"]
+    rules: list[tuple[str, pd.Series]] = [
+        ("missing_values", t[[c for c in TRIP_COLUMNS if c != "service"]].isna().any(axis=1)),
+        ("unknown_service", ~t["service"].isin(["yellow", "green"])),
+        ("negative_amount", (t[money] < 0).any(axis=1)),  # refunds and voids
+        ("zero_distance", t["trip_distance_mi"] <= 0),
+        ("duration_out_of_range", ~t["duration_min"].between(1, 180)),
+        ("unknown_zone", ~t["pickup_zone"].between(1, 263) | ~t["dropoff_zone"].between(1, 263)),
+        ("bad_passenger_count", ~t["passenger_count"].between(0, 9)),
+        ("bad_payment_type", ~t["payment_type"].between(1, 6)),
+        ("implausible_speed", t["trip_distance_mi"] / (t["duration_min"] / 60.0) > 80),
+        ("tip_exceeds_total", t["tip_amount"] > t["total_amount"]),
+    ]
+    keep = pd.Series(True, index=t.index)
+    for name, bad in rules:
+        hit = keep & bad.fillna(True)
+        report.dropped[name] = int(hit.sum())
+        keep &= ~hit
+    t = t[keep].reset_index(drop=True)
+    for col in ("pickup_zone", "dropoff_zone", "passenger_count", "payment_type"):
+        t[col] = t[col].astype(np.int64)
+    t["cost_amount"] = (t["total_amount"] - t["tip_amount"]).round(2)
+    for col in ("pickup", "dropoff"):
+        local = t[f"{col}_time"].dt.tz_localize(NYC_TZ, ambiguous="NaT", nonexistent="shift_forward")
+        t[f"{col}_utc"] = local.dt.tz_convert("UTC")
+    t = t.dropna(subset=["pickup_utc", "dropoff_utc"]).reset_index(drop=True)
+    report.rows_out = len(t)
+    return t, report
+
+
 def trip_events(trips: pd.DataFrame, id_prefix: str = "tlc") -> list[list[RideEvent]]:
-    """Each trip as its ride lifecycle on the contract: requested → started → completed.
+    """Each trip as its ride lifecycle on the contract: requested → started → completed, with the
+    TLC's local times converted to UTC.
 
     Trip records carry no in-ride progress; the simulator adds that. Rows that break the contract
     (a refund's negative amount, an out-of-range zone) raise pydantic's ValidationError — clean
-    them first (training's loader does).
+    them first with :func:`clean_trips`.
     """
     rides = []
-    for i, t in enumerate(trips.itertuples(index=False)):
+    starts = _utc(trips["pickup_time"])
+    ends = _utc(trips["dropoff_time"])
+    for i, (t, start, end) in enumerate(zip(trips.itertuples(index=False), starts, ends)):
         ride_id = f"{id_prefix}-{i:07d}"
-        start = t.pickup_time.to_pydatetime().replace(tzinfo=timezone.utc)
-        end = t.dropoff_time.to_pydatetime().replace(tzinfo=timezone.utc)
         passengers = 0 if pd.isna(t.passenger_count) else int(t.passenger_count)
         rides.append([
             RideRequested(
@@ -95,3 +171,14 @@ def trip_events(trips: pd.DataFrame, id_prefix: str = "tlc") -> list[list[RideEv
             ),
         ])
     return rides
+
+
+def _utc(local: pd.Series) -> list:
+    """TLC local wall-clock times as UTC datetimes (the DST gap shifts forward)."""
+    aware = local.dt.tz_localize(NYC_TZ, ambiguous=True, nonexistent="shift_forward").dt.tz_convert("UTC")
+    return [ts.to_pydatetime() for ts in aware]
+
+
+def epoch_seconds(times: pd.Series) -> np.ndarray:
+    """UTC-aware timestamps as float epoch seconds, whatever their resolution (pandas 3 infers it)."""
+    return times.dt.as_unit("us").astype("int64").to_numpy() / 1e6

@@ -1,0 +1,132 @@
+"""Versioned model artifacts and the one batch prediction interface the services call.
+
+On disk: ``models/<name>/<version>/model.joblib`` with ``metadata.json`` beside it (version,
+training-data fingerprint, library versions, features, metrics), and ``models/<name>/CURRENT``
+naming the version in use.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import joblib
+import numpy as np
+import sklearn
+
+from shared.errors import RidestreamError
+from shared.features import (
+    PROGRESS_FEATURES,
+    PROGRESS_FIELDS,
+    REQUEST_FEATURES,
+    REQUEST_FIELDS,
+    Columns,
+    columns_from_events,
+    progress_features,
+    request_features,
+)
+from shared.settings import PROJECT_ROOT
+
+MODELS_DIR = PROJECT_ROOT / "models"
+ModelName = Literal["initial_duration", "dynamic_duration", "tip", "cost"]
+MODEL_NAMES: tuple[ModelName, ...] = ("initial_duration", "dynamic_duration", "tip", "cost")
+TARGETS: dict[str, str] = {
+    "initial_duration": "duration_min", "dynamic_duration": "remaining_min",
+    "tip": "tip_amount", "cost": "cost_amount",
+}
+_KIND = {name: ("progress" if name == "dynamic_duration" else "request") for name in MODEL_NAMES}
+_FIELDS = {"request": REQUEST_FIELDS, "progress": PROGRESS_FIELDS}
+_FEATURES = {"request": REQUEST_FEATURES, "progress": PROGRESS_FEATURES}
+_BUILD = {"request": request_features, "progress": progress_features}
+
+
+class ModelError(RidestreamError):
+    """A model artifact is missing or cannot be used here."""
+
+
+def features_of(name: str) -> tuple[str, ...]:
+    return _FEATURES[_KIND[name]]
+
+
+def build_features(name: str, cols: Columns) -> np.ndarray:
+    return _BUILD[_KIND[name]](cols)
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    version: str
+    estimator: Any
+    metadata: dict[str, Any]
+    path: Path
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The event fields this model reads."""
+        return _FIELDS[_KIND[self.name]]
+
+    def predict_columns(self, cols: Columns) -> np.ndarray:
+        """One vectorized feature build and one ``predict`` for the whole batch; never negative."""
+        if len(next(iter(cols.values()))) == 0:
+            return np.empty(0)
+        return np.maximum(self.estimator.predict(build_features(self.name, cols)), 0.0)
+
+    def predict_events(self, events: Sequence[Any], **extra: np.ndarray) -> np.ndarray:
+        """Predictions for a batch of validated events. ``extra`` supplies columns the events do
+        not carry (the dynamic model's ``initial_duration_min``, remembered from the request)."""
+        fields = [f for f in self.fields if f not in extra]
+        return self.predict_columns({**columns_from_events(events, fields), **extra})
+
+
+def _minor(version: str) -> tuple[str, ...]:
+    return tuple(version.split(".")[:2])
+
+
+def save_model(estimator: Any, metadata: dict[str, Any], models_dir: Path = MODELS_DIR,
+               make_current: bool = True) -> Path:
+    """Write an artifact under ``models_dir/<name>/<version>/`` and, by default, point CURRENT at it."""
+    name, version = metadata["name"], metadata["version"]
+    path = models_dir / name / version
+    path.mkdir(parents=True, exist_ok=True)
+    joblib.dump(estimator, path / "model.joblib", compress=3)
+    (path / "metadata.json").write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    if make_current:
+        (models_dir / name / "CURRENT").write_text(version + "\n")
+    return path
+
+
+def resolve(name: str, version: str | None = None, models_dir: Path = MODELS_DIR) -> Path:
+    """The directory of a model: ``version`` may be a version id or a path to an artifact folder."""
+    if version and Path(version).is_dir():
+        return Path(version)
+    if version is None:
+        pointer = models_dir / name / "CURRENT"
+        if not pointer.is_file():
+            raise ModelError(f"no current {name} model in {models_dir}: run `ridestream train`")
+        version = pointer.read_text().strip()
+    path = models_dir / name / version
+    if not (path / "metadata.json").is_file():
+        raise ModelError(f"no {name} model version {version!r} in {models_dir}")
+    return path
+
+
+def load_model(name: str, version: str | None = None, models_dir: Path = MODELS_DIR) -> Model:
+    """Load a model, refusing one trained with another scikit-learn minor version (pickles are
+    not portable across them) with a one-line message saying what to do."""
+    path = resolve(name, version, models_dir)
+    metadata = json.loads((path / "metadata.json").read_text())
+    trained_with = metadata.get("library_versions", {}).get("scikit-learn", "unknown")
+    if _minor(trained_with) != _minor(sklearn.__version__):
+        raise ModelError(
+            f"model {metadata.get('name', name)} {metadata.get('version', '?')} was trained with "
+            f"scikit-learn {trained_with}, but this environment has {sklearn.__version__}: retrain it "
+            f"with `ridestream train`, or install scikit-learn=={trained_with}"
+        )
+    try:
+        estimator = joblib.load(path / "model.joblib")
+    except Exception as exc:  # a corrupt or foreign pickle
+        raise ModelError(f"cannot load {path / 'model.joblib'}: {type(exc).__name__}: {exc}") from None
+    return Model(metadata["name"], metadata["version"], estimator, metadata, path)

@@ -1,0 +1,81 @@
+"""Feature building, one code path for training and serving (no train/serve skew).
+
+Both work on *columns*: a mapping of field name → numpy array. Training takes the columns from a
+trips table; the services pull them out of a batch of validated events with
+:func:`columns_from_events` — the only per-event Python work — and everything after is vectorized.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from shared.simulator import local_hour_weekday
+from shared.zones import airport_flags, borough_codes
+
+Columns = Mapping[str, np.ndarray]
+
+REQUEST_FIELDS = ("trip_distance_mi", "pickup_zone", "dropoff_zone", "passenger_count",
+                  "payment_type", "service", "event_time")
+REQUEST_FEATURES = ("distance_mi", "pickup_zone", "dropoff_zone", "pickup_borough", "dropoff_borough",
+                    "pickup_airport", "dropoff_airport", "same_zone", "hour", "weekday",
+                    "passenger_count", "payment_type", "green")
+# indexes of categorical features (HistGradientBoosting's categorical_features)
+REQUEST_CATEGORICAL = tuple(REQUEST_FEATURES.index(f) for f in ("pickup_borough", "dropoff_borough", "payment_type"))
+
+PROGRESS_FIELDS = ("elapsed_min", "distance_done_mi", "distance_left_mi", "initial_duration_min", "event_time")
+PROGRESS_FEATURES = ("elapsed_min", "distance_done_mi", "distance_left_mi", "fraction_done",
+                     "speed_so_far_mph", "naive_remaining_min", "initial_duration_min",
+                     "initial_remaining_min", "hour")
+
+
+def columns_from_events(events: Sequence[Any], fields: Sequence[str]) -> dict[str, np.ndarray]:
+    """Pull ``fields`` out of validated events into arrays. ``event_time`` becomes epoch seconds,
+    ``service`` a bool ``green``, and missing optional values NaN."""
+    n = len(events)
+    cols: dict[str, np.ndarray] = {}
+    for f in fields:
+        if f == "event_time":
+            cols[f] = np.fromiter((e.event_time.timestamp() for e in events), np.float64, n)
+        elif f == "service":
+            cols[f] = np.fromiter((e.service == "green" for e in events), np.bool_, n)
+        else:
+            cols[f] = np.array([getattr(e, f, None) for e in events], dtype=np.float64)
+    return cols
+
+
+def request_features(cols: Columns) -> np.ndarray:
+    """Features known when a ride is requested, for the initial duration, tip and cost models."""
+    pu = np.asarray(cols["pickup_zone"], dtype=np.int64)
+    do = np.asarray(cols["dropoff_zone"], dtype=np.int64)
+    hour, weekday = local_hour_weekday(cols["event_time"])
+    boroughs, airports = borough_codes(), airport_flags()
+    service = np.asarray(cols["service"])
+    green = service if service.dtype == np.bool_ else service == "green"
+    return np.column_stack([
+        np.asarray(cols["trip_distance_mi"], dtype=np.float64), pu, do, boroughs[pu], boroughs[do],
+        airports[pu], airports[do], pu == do, hour, weekday,
+        cols["passenger_count"], cols["payment_type"], green,
+    ]).astype(np.float64)
+
+
+def progress_features(cols: Columns) -> np.ndarray:
+    """Features of a ride in progress, for the dynamic duration model (target: remaining minutes).
+
+    ``initial_duration_min`` may be NaN (unknown); the gradient-boosting models handle that.
+    """
+    elapsed = np.asarray(cols["elapsed_min"], dtype=np.float64)
+    done = np.asarray(cols["distance_done_mi"], dtype=np.float64)
+    left = np.asarray(cols["distance_left_mi"], dtype=np.float64)
+    initial = np.asarray(cols["initial_duration_min"], dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fraction = np.where(done + left > 0, done / (done + left), 0.0)
+        speed = np.where(elapsed > 0, done / (elapsed / 60.0), np.nan)
+        naive = np.where(speed > 0, left / speed * 60.0, np.nan)
+    hour, _ = local_hour_weekday(cols["event_time"])
+    return np.column_stack([
+        elapsed, done, left, fraction, speed, np.minimum(naive, 600.0), initial,
+        np.maximum(initial - elapsed, 0.0), hour,
+    ])

@@ -1,0 +1,41 @@
+"""The TLC zone table as lookup arrays indexed by LocationID (1–265), for vectorized features."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ZONES_CSV = Path(__file__).resolve().parent.parent / "data" / "taxi_zones.csv"
+BOROUGHS = ("Manhattan", "Queens", "Brooklyn", "Bronx", "Staten Island", "EWR", "Unknown")
+AIRPORT_ZONES = (1, 132, 138)  # Newark, JFK, LaGuardia
+UNKNOWN_ZONES = (264, 265)  # "Unknown" / "Outside of NYC" in TLC data
+
+
+@lru_cache(maxsize=1)
+def zone_table() -> pd.DataFrame:
+    return pd.read_csv(ZONES_CSV).set_index("LocationID")
+
+
+@lru_cache(maxsize=1)
+def borough_codes() -> np.ndarray:
+    """``borough_codes()[zone]`` is the index of the zone's borough in :data:`BOROUGHS`."""
+    codes = np.full(266, BOROUGHS.index("Unknown"), dtype=np.int8)
+    for zone, borough in zone_table()["borough"].items():
+        if borough in BOROUGHS:
+            codes[int(zone)] = BOROUGHS.index(borough)
+    return codes
+
+
+@lru_cache(maxsize=1)
+def airport_flags() -> np.ndarray:
+    flags = np.zeros(266, dtype=np.int8)
+    flags[list(AIRPORT_ZONES)] = 1
+    return flags
+
+
+def borough_of(zones: np.ndarray) -> np.ndarray:
+    """Borough names of an array of zone ids."""
+    return np.asarray(BOROUGHS, dtype=object)[borough_codes()[np.asarray(zones, dtype=np.int64)]]

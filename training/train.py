@@ -1,0 +1,142 @@
+"""Train the four models and write them as versioned artifacts.
+
+* initial duration, tip, cost — request-time models, trained on real trips;
+* dynamic duration — from a ride's progress (target: the minutes left), trained on the progress of
+  simulated rides plus real training trips, each carrying the initial model's honest
+  (out-of-sample) estimate as a feature, as the live service will.
+
+Each model is chosen among gradient-boosting candidates by MAE on a validation split of the
+training data; the held-out test trips are only used by the evaluation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sklearn
+from sklearn.base import clone
+from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.metrics import mean_absolute_error
+from sklearn.model_selection import KFold, cross_val_predict, train_test_split
+
+from shared import simulator
+from shared.artifacts import MODELS_DIR, TARGETS, build_features, features_of, save_model
+from shared.features import REQUEST_CATEGORICAL
+from training.data import Dataset, load_dataset, request_columns
+from training.evaluate import evaluate
+
+Step = Callable[[str], None]
+
+
+@dataclass
+class TrainConfig:
+    data: list[str] = field(default_factory=list)  # empty: the shipped real sample
+    simulated: int = 20_000  # simulated rides whose progress trains the dynamic model
+    seed: int = 42
+    test_fraction: float = 0.2
+    progress_points: int = 4  # progress rows sampled per simulated ride
+
+
+def candidates(name: str, seed: int) -> dict[str, HistGradientBoostingRegressor]:
+    categorical = list(REQUEST_CATEGORICAL) if name != "dynamic_duration" else None
+    common = dict(random_state=seed, categorical_features=categorical, early_stopping=True,
+                  validation_fraction=0.15, n_iter_no_change=30, max_iter=600)
+    return {
+        "hgb-absolute-small": HistGradientBoostingRegressor(
+            loss="absolute_error", learning_rate=0.05, max_leaf_nodes=15, min_samples_leaf=40, **common),
+        "hgb-absolute": HistGradientBoostingRegressor(loss="absolute_error", learning_rate=0.08, **common),
+        "hgb-squared": HistGradientBoostingRegressor(
+            loss="squared_error", learning_rate=0.05, l2_regularization=1.0, min_samples_leaf=40, **common),
+    }
+
+
+def select_and_fit(name: str, X: np.ndarray, y: np.ndarray, seed: int) -> tuple[Any, dict[str, Any]]:
+    """Pick the candidate with the lowest validation MAE, then refit it on all of X."""
+    X_fit, X_val, y_fit, y_val = train_test_split(X, y, test_size=0.2, random_state=seed)
+    scores = {}
+    for label, estimator in candidates(name, seed).items():
+        scores[label] = float(mean_absolute_error(y_val, clone(estimator).fit(X_fit, y_fit).predict(X_val)))
+    chosen = min(scores, key=scores.__getitem__)
+    final = clone(candidates(name, seed)[chosen]).fit(X, y)
+    return final, {"chosen": chosen, "validation_mae": scores}
+
+
+def dynamic_training_rows(ds: Dataset, initial: Any, cfg: TrainConfig) -> pd.DataFrame:
+    """Progress rows with the initial estimate each ride would have had."""
+    rng = np.random.default_rng(cfg.seed)
+    cal = simulator.fit(ds.train)
+    frames = []
+    if cfg.simulated:
+        rides = simulator.simulate(cal, cfg.simulated, seed=cfg.seed)
+        prog = simulator.progress(rides, seed=cfg.seed)
+        keep = rng.random(len(prog)) < cfg.progress_points / np.maximum(
+            np.bincount(prog["ride_index"], minlength=len(rides))[prog["ride_index"]], 1)
+        prog = prog[keep]
+        estimate = np.maximum(initial.predict(build_features("initial_duration", request_columns(rides))), 0)
+        frames.append(prog.assign(
+            initial_duration_min=estimate[prog["ride_index"]],
+            event_time=rides["started_s"].to_numpy()[prog["ride_index"]] + prog["elapsed_min"] * 60,
+        ))
+    # real training trips: out-of-fold initial estimates, progress at random points of the ride
+    X_train = build_features("initial_duration", request_columns(ds.train))
+    oof = cross_val_predict(clone(initial), X_train, ds.train["duration_min"].to_numpy(),
+                            cv=KFold(5, shuffle=True, random_state=cfg.seed))
+    fractions = rng.uniform(0.05, 0.95, 3)
+    real = simulator.progress_at_fractions(ds.train["trip_distance_mi"].to_numpy(),
+                                           ds.train["duration_min"].to_numpy(), fractions, seed=cfg.seed)
+    pickup_s = request_columns(ds.train)["event_time"]
+    frames.append(real.assign(
+        initial_duration_min=np.maximum(oof, 0)[real["ride_index"]],
+        event_time=pickup_s[real["ride_index"]] + real["elapsed_min"] * 60,
+    ))
+    return pd.concat(frames, ignore_index=True)
+
+
+def version_id(name: str, ds: Dataset, cfg: TrainConfig, estimator: Any) -> str:
+    """Content-derived: the same data, configuration, estimator and library give the same version."""
+    key = json.dumps({"name": name, "data": ds.fingerprint, "config": asdict(cfg),
+                      "estimator": estimator.get_params(), "sklearn": sklearn.__version__},
+                     sort_keys=True, default=str)
+    return "v" + hashlib.sha256(key.encode()).hexdigest()[:10]
+
+
+def train(cfg: TrainConfig, models_dir: Path = MODELS_DIR, step: Step = lambda _: None) -> dict[str, Path]:
+    """Train all four models on ``cfg``; returns name → artifact folder."""
+    step("loading and cleaning trips")
+    ds = load_dataset(cfg.data or None, cfg.seed, cfg.test_fraction)
+    X = build_features("initial_duration", request_columns(ds.train))
+    fitted: dict[str, tuple[Any, dict[str, Any]]] = {}
+    for name in ("initial_duration", "tip", "cost"):
+        step(f"training {name} on {len(ds.train)} real trips")
+        fitted[name] = select_and_fit(name, X, ds.train[TARGETS[name]].to_numpy(float), cfg.seed)
+    step(f"simulating {cfg.simulated} rides for the dynamic model")
+    rows = dynamic_training_rows(ds, fitted["initial_duration"][0], cfg)
+    step(f"training dynamic_duration on {len(rows)} progress points")
+    fitted["dynamic_duration"] = select_and_fit(
+        "dynamic_duration", build_features("dynamic_duration", rows), rows["remaining_min"].to_numpy(), cfg.seed)
+
+    step("evaluating on held-out real trips")
+    report = evaluate({n: est for n, (est, _) in fitted.items()}, ds, cfg.seed)
+    paths = {}
+    for name, (estimator, selection) in fitted.items():
+        version = version_id(name, ds, cfg, estimator)
+        metadata = {
+            "name": name, "version": version, "target": TARGETS[name],
+            "features": list(features_of(name)), "estimator": selection["chosen"],
+            "selection": selection, "metrics": report["models"][name],
+            "training": {"files": [p.name for p in ds.files], "fingerprint": ds.fingerprint,
+                         "cleaning": ds.report.summary(), "train_trips": len(ds.train),
+                         "test_trips": len(ds.test), **asdict(cfg)},
+            "library_versions": {"scikit-learn": sklearn.__version__, "numpy": np.__version__,
+                                 "python": platform.python_version()},
+        }
+        paths[name] = save_model(estimator, metadata, models_dir)
+    return paths
