@@ -53,7 +53,7 @@ def _speed_design(log_dist: np.ndarray, hour: np.ndarray, weekend: np.ndarray) -
 def local_hour_weekday(epoch_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """NYC local hour (0–23) and weekday (Monday 0) of UTC epoch seconds."""
     local = pd.to_datetime(np.asarray(epoch_s, dtype=np.float64), unit="s", utc=True).tz_convert(NYC_TZ)
-    return np.asarray(local.hour, dtype=np.int64), np.asarray(local.dayofweek, dtype=np.int64)
+    return np.asarray(local.hour, dtype=np.int64), np.asarray(local.day_of_week, dtype=np.int64)
 
 
 def fit(trips: pd.DataFrame) -> Calibration:
@@ -117,7 +117,7 @@ def simulate(cal: Calibration, n: int, seed: int = 0, start: pd.Timestamp | str 
 
     start_ts = pd.Timestamp(start)
     start_local = start_ts.tz_localize(NYC_TZ) if start_ts.tzinfo is None else start_ts.tz_convert(NYC_TZ)
-    day_weights = cal.weekday_weights[(start_local.dayofweek + np.arange(days)) % 7]
+    day_weights = cal.weekday_weights[(start_local.day_of_week + np.arange(days)) % 7]
     day = rng.choice(days, size=n, p=day_weights / day_weights.sum())
     hour = rng.choice(24, size=n, p=cal.hour_weights)
     offset_s = day * 86400.0 + hour * 3600.0 + rng.uniform(0, 3600, n)
