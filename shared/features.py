@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
 
 from shared.simulator import local_hour_weekday
 from shared.zones import airport_flags, borough_codes
@@ -79,3 +80,38 @@ def progress_features(cols: Columns) -> np.ndarray:
         elapsed, done, left, fraction, speed, np.minimum(naive, 600.0), initial,
         np.maximum(initial - elapsed, 0.0), hour,
     ])
+
+
+class ZonePace(BaseEstimator, TransformerMixin):
+    """Appends each ride's pickup and dropoff zone's typical pace (log minutes per mile, learnt
+    from training trips and shrunk towards the city-wide median where a zone has few trips) to
+    the request features. Zone ids alone carry no notion of which zones are slow; this does.
+
+    The tables are computed by :meth:`from_trips` and travel inside the model artifact.
+    """
+
+    def __init__(self, pickup: np.ndarray | None = None, dropoff: np.ndarray | None = None):
+        self.pickup = pickup
+        self.dropoff = dropoff
+
+    @classmethod
+    def from_trips(cls, pickup_zone: np.ndarray, dropoff_zone: np.ndarray, distance_mi: np.ndarray,
+                   duration_min: np.ndarray, shrink: float = 15.0) -> ZonePace:
+        log_pace = np.log(np.asarray(duration_min, float) / np.maximum(np.asarray(distance_mi, float), 0.05))
+        prior = float(np.median(log_pace))
+
+        def table(zones: np.ndarray) -> np.ndarray:
+            zones = np.asarray(zones, dtype=np.int64)
+            total = np.bincount(zones, weights=log_pace, minlength=266)
+            count = np.bincount(zones, minlength=266)
+            return (total + shrink * prior) / (count + shrink)
+
+        return cls(table(pickup_zone), table(dropoff_zone))
+
+    def fit(self, X: np.ndarray, y: Any = None) -> ZonePace:
+        return self
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        pu = X[:, REQUEST_FEATURES.index("pickup_zone")].astype(np.int64)
+        do = X[:, REQUEST_FEATURES.index("dropoff_zone")].astype(np.int64)
+        return np.column_stack([X, self.pickup[pu], self.dropoff[do]])

@@ -5,7 +5,8 @@
   simulated rides plus real training trips, each carrying the initial model's honest
   (out-of-sample) estimate as a feature, as the live service will.
 
-Each model is chosen among gradient-boosting candidates by MAE on a validation split of the
+Each model is chosen among gradient-boosting candidates (single models and, for request-time
+models, a small ensemble using the zones' typical pace) by MAE on a validation split of the
 training data; the held-out test trips are only used by the evaluation.
 """
 
@@ -23,13 +24,15 @@ import numpy as np
 import pandas as pd
 import sklearn
 from sklearn.base import clone
-from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.compose import TransformedTargetRegressor
+from sklearn.ensemble import HistGradientBoostingRegressor, VotingRegressor
 from sklearn.metrics import mean_absolute_error
 from sklearn.model_selection import KFold, cross_val_predict, train_test_split
+from sklearn.pipeline import make_pipeline
 
 from shared import simulator
 from shared.artifacts import MODELS_DIR, TARGETS, build_features, features_of, save_model
-from shared.features import REQUEST_CATEGORICAL
+from shared.features import REQUEST_CATEGORICAL, ZonePace
 from training.data import Dataset, load_dataset, request_columns
 from training.evaluate import evaluate
 
@@ -45,27 +48,42 @@ class TrainConfig:
     progress_points: int = 4  # progress rows sampled per simulated ride
 
 
-def candidates(name: str, seed: int) -> dict[str, HistGradientBoostingRegressor]:
+def candidates(name: str, seed: int, zone_pace: ZonePace | None = None) -> dict[str, Any]:
+    """Gradient-boosting candidates; for request-time models also a small ensemble on top of the
+    zones' typical pace (absolute loss, and squared and absolute loss on a log target)."""
     categorical = list(REQUEST_CATEGORICAL) if name != "dynamic_duration" else None
     common = dict(random_state=seed, categorical_features=categorical, early_stopping=True,
                   validation_fraction=0.15, n_iter_no_change=30, max_iter=600)
-    return {
-        "hgb-absolute-small": HistGradientBoostingRegressor(
-            loss="absolute_error", learning_rate=0.05, max_leaf_nodes=15, min_samples_leaf=40, **common),
+    small = dict(learning_rate=0.05, max_leaf_nodes=15, min_samples_leaf=40, **common)
+    found: dict[str, Any] = {
+        "hgb-absolute-small": HistGradientBoostingRegressor(loss="absolute_error", **small),
         "hgb-absolute": HistGradientBoostingRegressor(loss="absolute_error", learning_rate=0.08, **common),
         "hgb-squared": HistGradientBoostingRegressor(
             loss="squared_error", learning_rate=0.05, l2_regularization=1.0, min_samples_leaf=40, **common),
     }
+    if zone_pace is not None:
+        def log_target(loss: str, **extra: Any) -> TransformedTargetRegressor:
+            return TransformedTargetRegressor(HistGradientBoostingRegressor(loss=loss, **small, **extra),
+                                              func=np.log1p, inverse_func=np.expm1)
+
+        found["zone-pace-ensemble"] = make_pipeline(zone_pace, VotingRegressor([
+            ("absolute", HistGradientBoostingRegressor(loss="absolute_error", **small)),
+            ("log-squared", log_target("squared_error", l2_regularization=1.0)),
+            ("log-absolute", log_target("absolute_error")),
+        ]))
+    return found
 
 
-def select_and_fit(name: str, X: np.ndarray, y: np.ndarray, seed: int) -> tuple[Any, dict[str, Any]]:
+def select_and_fit(name: str, X: np.ndarray, y: np.ndarray, seed: int,
+                   zone_pace: ZonePace | None = None) -> tuple[Any, dict[str, Any]]:
     """Pick the candidate with the lowest validation MAE, then refit it on all of X."""
     X_fit, X_val, y_fit, y_val = train_test_split(X, y, test_size=0.2, random_state=seed)
+    options = candidates(name, seed, zone_pace)
     scores = {}
-    for label, estimator in candidates(name, seed).items():
+    for label, estimator in options.items():
         scores[label] = float(mean_absolute_error(y_val, clone(estimator).fit(X_fit, y_fit).predict(X_val)))
     chosen = min(scores, key=scores.__getitem__)
-    final = clone(candidates(name, seed)[chosen]).fit(X, y)
+    final = clone(options[chosen]).fit(X, y)
     return final, {"chosen": chosen, "validation_mae": scores}
 
 
@@ -100,11 +118,12 @@ def dynamic_training_rows(ds: Dataset, initial: Any, cfg: TrainConfig) -> pd.Dat
     return pd.concat(frames, ignore_index=True)
 
 
-def version_id(name: str, ds: Dataset, cfg: TrainConfig, estimator: Any) -> str:
-    """Content-derived: the same data, configuration, estimator and library give the same version."""
+def version_id(name: str, ds: Dataset, cfg: TrainConfig, estimator: Any, depends_on: dict[str, str]) -> str:
+    """Content-derived: the same data, configuration, estimator, upstream models and library give
+    the same version."""
     key = json.dumps({"name": name, "data": ds.fingerprint, "config": asdict(cfg),
-                      "estimator": estimator.get_params(), "sklearn": sklearn.__version__},
-                     sort_keys=True, default=str)
+                      "estimator": estimator.get_params(), "depends_on": depends_on,
+                      "sklearn": sklearn.__version__}, sort_keys=True, default=str)
     return "v" + hashlib.sha256(key.encode()).hexdigest()[:10]
 
 
@@ -113,10 +132,12 @@ def train(cfg: TrainConfig, models_dir: Path = MODELS_DIR, step: Step = lambda _
     step("loading and cleaning trips")
     ds = load_dataset(cfg.data or None, cfg.seed, cfg.test_fraction)
     X = build_features("initial_duration", request_columns(ds.train))
+    pace = ZonePace.from_trips(ds.train["pickup_zone"], ds.train["dropoff_zone"],
+                               ds.train["trip_distance_mi"], ds.train["duration_min"])
     fitted: dict[str, tuple[Any, dict[str, Any]]] = {}
     for name in ("initial_duration", "tip", "cost"):
         step(f"training {name} on {len(ds.train)} real trips")
-        fitted[name] = select_and_fit(name, X, ds.train[TARGETS[name]].to_numpy(float), cfg.seed)
+        fitted[name] = select_and_fit(name, X, ds.train[TARGETS[name]].to_numpy(float), cfg.seed, pace)
     step(f"simulating {cfg.simulated} rides for the dynamic model")
     rows = dynamic_training_rows(ds, fitted["initial_duration"][0], cfg)
     step(f"training dynamic_duration on {len(rows)} progress points")
@@ -125,13 +146,16 @@ def train(cfg: TrainConfig, models_dir: Path = MODELS_DIR, step: Step = lambda _
 
     step("evaluating on held-out real trips")
     report = evaluate({n: est for n, (est, _) in fitted.items()}, ds, cfg.seed)
-    paths = {}
-    for name, (estimator, selection) in fitted.items():
-        version = version_id(name, ds, cfg, estimator)
+    paths: dict[str, Path] = {}
+    versions: dict[str, str] = {}
+    for name, (estimator, selection) in fitted.items():  # initial_duration comes first
+        # the dynamic model learnt from the initial model's estimates: a new initial, a new dynamic
+        depends_on = {"initial_duration": versions["initial_duration"]} if name == "dynamic_duration" else {}
+        version = versions[name] = version_id(name, ds, cfg, estimator, depends_on)
         metadata = {
             "name": name, "version": version, "target": TARGETS[name],
             "features": list(features_of(name)), "estimator": selection["chosen"],
-            "selection": selection, "metrics": report["models"][name],
+            "selection": selection, "metrics": report["models"][name], "depends_on": depends_on,
             "training": {"files": [p.name for p in ds.files], "fingerprint": ds.fingerprint,
                          "cleaning": ds.report.summary(), "train_trips": len(ds.train),
                          "test_trips": len(ds.test), **asdict(cfg)},
