@@ -209,3 +209,43 @@ def progress_at_fractions(distance: np.ndarray, duration_min: np.ndarray, fracti
         "distance_done_mi": done, "distance_left_mi": distance[ride] - done,
         "remaining_min": duration_min[ride] - elapsed,
     })
+
+
+def lifecycle_events(rides: pd.DataFrame, prog: pd.DataFrame, id_prefix: str = "sim") -> list[dict]:
+    """The rides as contract events (plain dicts, ready for :func:`shared.codec.encode_dict`), in
+    event-time order: ``ride_requested`` → ``ride_started`` → ``ride_progress``… →
+    ``ride_completed`` with the actuals. ``initial_duration_min`` is left for the backend to stamp.
+    """
+    def iso(seconds: np.ndarray) -> np.ndarray:
+        return np.datetime_as_string((seconds * 1000).astype("datetime64[ms]"), unit="ms", timezone="UTC")
+
+    ride_ids = np.char.add(f"{id_prefix}-", rides["ride_index"].to_numpy().astype(str))
+    started = rides["started_s"].to_numpy()
+    ended = started + rides["duration_min"].to_numpy() * 60
+    times: list[np.ndarray] = []
+    events: list[dict] = []
+
+    def add(kind: str, ride: np.ndarray, seconds: np.ndarray, suffix: np.ndarray, fields: dict[str, np.ndarray]) -> None:
+        columns = {name: values.tolist() for name, values in fields.items()}  # Python numbers
+        for i, (r, t, s) in enumerate(zip(ride_ids[ride].tolist(), iso(seconds).tolist(), suffix.tolist())):
+            event = {"schema_version": 1, "event_id": f"{r}-{s}", "event_type": kind, "ride_id": r,
+                     "event_time": t}
+            for name, values in columns.items():
+                event[name] = values[i]
+            events.append(event)
+        times.append(seconds)
+
+    every = np.arange(len(rides))
+    add("ride_requested", every, rides["requested_s"].to_numpy(), np.full(len(rides), "req"), {
+        c: rides[c].to_numpy() for c in ("pickup_zone", "dropoff_zone", "trip_distance_mi",
+                                          "passenger_count", "payment_type", "service")})
+    add("ride_started", every, started, np.full(len(rides), "start"), {})
+    ride = prog["ride_index"].to_numpy()
+    add("ride_progress", ride, started[ride] + prog["elapsed_min"].to_numpy() * 60,
+        np.char.add("p", prog["elapsed_min"].to_numpy().astype(np.int64).astype(str)), {
+            c: prog[c].to_numpy() for c in ("elapsed_min", "distance_done_mi", "distance_left_mi")})
+    add("ride_completed", every, ended, np.full(len(rides), "done"), {
+        "duration_min": rides["duration_min"].to_numpy(), "fare_amount": rides["fare_amount"].to_numpy(),
+        "tip_amount": rides["tip_amount"].to_numpy(), "total_amount": rides["total_amount"].to_numpy()})
+    order = np.argsort(np.concatenate(times), kind="stable")
+    return [events[i] for i in order]

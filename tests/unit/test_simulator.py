@@ -70,3 +70,28 @@ def test_a_million_rides_vectorized(cal):
     rides = simulator.simulate(cal, 1_000_000, seed=9)
     assert len(rides) == 1_000_000 and rides.ride_index.is_unique
     assert rides.duration_min.between(1, 180).all()
+
+
+def test_rides_become_whole_contract_lifecycles_in_time_order(cal):
+    from shared.codec import decode_event, encode_dict
+    from shared.events import RideCompleted, RideProgress, RideRequested, RideStarted
+
+    rides = simulator.simulate(cal, 300, seed=7)
+    prog = simulator.progress(rides, seed=7)
+    raw = simulator.lifecycle_events(rides, prog, id_prefix="t")
+    events = [decode_event(encode_dict(e)) for e in raw]  # every one passes the strict contract
+    assert len(events) == 3 * len(rides) + len(prog)
+    times = [e.event_time for e in events]
+    assert times == sorted(times)
+    assert len({e.event_id for e in events}) == len(events)
+    by_ride: dict[str, list] = {}
+    for e in events:
+        by_ride.setdefault(e.ride_id, []).append(e)
+    for ride_id, lifecycle in by_ride.items():
+        kinds = [type(e) for e in lifecycle]
+        assert kinds[:2] == [RideRequested, RideStarted] and kinds[-1] is RideCompleted
+        assert set(kinds[2:-1]) <= {RideProgress}
+        done = lifecycle[-1]
+        row = rides.iloc[int(ride_id.split("-")[1])]
+        assert done.duration_min == pytest.approx(row.duration_min)
+        assert done.total_amount == pytest.approx(row.total_amount)
