@@ -1,7 +1,8 @@
 """``ridestream run``: the main job.
 
 Until the fleet lands, it brings up the broker and the contract topics, then sends one real TLC
-trip through ``rides.events`` as its contract events and reads them back, decoded and validated.
+trip through ``rides.events`` as its contract events — the request stamped with the initial
+duration model's estimate — and reads them back, decoded and validated.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from confluent_kafka import TopicPartition
 
 from ridestream.broker_cmd import ensure_local_broker
 from ridestream.console import out
+from shared.artifacts import load_model
 from shared.codec import decode_event, encode
 from shared.errors import RidestreamError
 from shared.kafka import ensure_reachable, make_admin, make_consumer, make_producer
@@ -32,6 +34,9 @@ def run() -> None:
     trips, _ = clean_trips(read_trip_file(SAMPLE_TRIPS))
     trips = trips.head(1)
     events = trip_events(trips, id_prefix=f"demo-{int(time.time())}")[0]
+    # as the backend will: stamp the request with the in-process initial duration estimate
+    estimate = float(load_model("initial_duration").predict_events(events[:1])[0])
+    events[0] = events[0].model_copy(update={"initial_duration_min": round(estimate, 2)})
 
     producer = make_producer(settings)
     acked: list = []
@@ -61,3 +66,5 @@ def run() -> None:
     for event in received:
         out.print(f"  {event.event_type:<15} {encode(event).decode()}", markup=False)
     out.print("[green]round trip ok[/]: the contract events came back intact")
+    if settings.uses_local_broker:
+        out.print("the local broker keeps running; `ridestream broker stop` stops it")
