@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from shared.simulator import local_hour_weekday
+from shared.tlc import local_hour_weekday
 from shared.zones import airport_flags, borough_codes
 
 Columns = Mapping[str, np.ndarray]

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from shared.tlc import NYC_TZ, epoch_seconds
+from shared.tlc import NYC_TZ, epoch_seconds, local_hour_weekday
 from shared.zones import borough_codes, BOROUGHS
 
 JFK, FLAT_FARE_JFK = 132, 52.0
@@ -48,12 +48,6 @@ def _speed_design(log_dist: np.ndarray, hour: np.ndarray, weekend: np.ndarray) -
     hours = np.zeros((len(hour), 24))
     hours[np.arange(len(hour)), hour] = 1.0
     return np.column_stack([np.ones_like(log_dist), log_dist, weekend, hours[:, 1:]])
-
-
-def local_hour_weekday(epoch_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """NYC local hour (0–23) and weekday (Monday 0) of UTC epoch seconds."""
-    local = pd.to_datetime(np.asarray(epoch_s, dtype=np.float64), unit="s", utc=True).tz_convert(NYC_TZ)
-    return np.asarray(local.hour, dtype=np.int64), np.asarray(local.day_of_week, dtype=np.int64)
 
 
 def fit(trips: pd.DataFrame) -> Calibration:

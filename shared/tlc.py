@@ -182,3 +182,9 @@ def _utc(local: pd.Series) -> list:
 def epoch_seconds(times: pd.Series) -> np.ndarray:
     """UTC-aware timestamps as float epoch seconds, whatever their resolution (pandas 3 infers it)."""
     return times.dt.as_unit("us").astype("int64").to_numpy() / 1e6
+
+
+def local_hour_weekday(epoch_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """NYC local hour (0–23) and weekday (Monday 0) of UTC epoch seconds: traffic keeps local time."""
+    local = pd.to_datetime(np.asarray(epoch_s, dtype=np.float64), unit="s", utc=True).tz_convert(NYC_TZ)
+    return np.asarray(local.hour, dtype=np.int64), np.asarray(local.day_of_week, dtype=np.int64)
