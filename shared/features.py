@@ -11,9 +11,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from shared.tlc import local_hour_weekday
+from shared.tlc import epoch_seconds, local_hour_weekday
 from shared.zones import airport_flags, borough_codes
 
 Columns = Mapping[str, np.ndarray]
@@ -45,6 +46,20 @@ def columns_from_events(events: Sequence[Any], fields: Sequence[str]) -> dict[st
         else:
             cols[f] = np.array([getattr(e, f, None) for e in events], dtype=np.float64)
     return cols
+
+
+def request_columns(trips: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The request-time columns of a table of real trips (requested at pickup) or simulated rides."""
+    times = trips["requested_s"].to_numpy() if "requested_s" in trips else epoch_seconds(trips["pickup_utc"])
+    return {
+        "trip_distance_mi": trips["trip_distance_mi"].to_numpy(float),
+        "pickup_zone": trips["pickup_zone"].to_numpy(),
+        "dropoff_zone": trips["dropoff_zone"].to_numpy(),
+        "passenger_count": trips["passenger_count"].to_numpy(float),
+        "payment_type": trips["payment_type"].to_numpy(float),
+        "service": trips["service"].to_numpy() == "green",
+        "event_time": times,
+    }
 
 
 def request_features(cols: Columns) -> np.ndarray:

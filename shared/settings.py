@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     replication_factor: int = Field(default=1, ge=1)
     retention_hours: float = Field(default=168.0, gt=0, description="7 days")
 
+    # --- the fleet -----------------------------------------------------------------------------
+    batch_size: int = Field(default=2000, ge=1, le=100_000, description="most messages per batch")
+    batch_max_wait_ms: int = Field(default=20, ge=1, description="longest wait to fill a batch")
+    max_message_bytes: int = Field(default=2_097_152, ge=1024, description="room for a 1 MB event in the DLQ")
+    metrics_port: int = Field(default=0, ge=0, le=65535, description="/metrics port of a process; 0 = off")
+
     # --- the local broker ----------------------------------------------------------------------
     broker_port: int = Field(default=9092, ge=1, le=65535)
     broker_controller_port: int = Field(default=9093, ge=1, le=65535)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from shared.tlc import SAMPLE_TRIPS, CleaningReport, clean_trips, epoch_seconds, expand_paths, read_trip_file
+from shared.tlc import SAMPLE_TRIPS, CleaningReport, clean_trips, expand_paths, read_trip_file
 
 DEFAULT_DATA = [SAMPLE_TRIPS]
 
@@ -46,17 +46,3 @@ def load_dataset(data: list[str | Path] | None = None, seed: int = 42, test_frac
     test = trips.iloc[np.sort(order[:n_test])].reset_index(drop=True)
     train = trips.iloc[np.sort(order[n_test:])].reset_index(drop=True)
     return Dataset(files, fingerprint(files), report, train, test)
-
-
-def request_columns(trips: pd.DataFrame) -> dict[str, np.ndarray]:
-    """The request-time columns of real trips (requested at pickup) or simulated rides."""
-    times = trips["requested_s"].to_numpy() if "requested_s" in trips else epoch_seconds(trips["pickup_utc"])
-    return {
-        "trip_distance_mi": trips["trip_distance_mi"].to_numpy(float),
-        "pickup_zone": trips["pickup_zone"].to_numpy(),
-        "dropoff_zone": trips["dropoff_zone"].to_numpy(),
-        "passenger_count": trips["passenger_count"].to_numpy(float),
-        "payment_type": trips["payment_type"].to_numpy(float),
-        "service": trips["service"].to_numpy() == "green",
-        "event_time": times,
-    }

@@ -19,7 +19,8 @@ from sklearn.metrics import mean_absolute_error
 
 from shared import simulator
 from shared.artifacts import TARGETS, build_features
-from training.data import Dataset, request_columns
+from shared.features import request_columns
+from training.data import Dataset
 
 PROGRESS_FRACTIONS = (0.25, 0.5, 0.75)
 REQUEST_MODELS = ("initial_duration", "tip", "cost")

@@ -32,8 +32,8 @@ from sklearn.pipeline import make_pipeline
 
 from shared import simulator
 from shared.artifacts import MODELS_DIR, TARGETS, build_features, features_of, save_model
-from shared.features import REQUEST_CATEGORICAL, ZonePace
-from training.data import Dataset, load_dataset, request_columns
+from shared.features import REQUEST_CATEGORICAL, ZonePace, request_columns
+from training.data import Dataset, load_dataset
 from training.evaluate import evaluate
 
 Step = Callable[[str], None]

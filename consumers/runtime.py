@@ -1,0 +1,229 @@
+"""The one fleet runtime: consume a batch → validate → features → predict → produce → commit.
+
+Promises (DESIGN.md):
+
+* at-least-once — a batch's offsets are committed only after every prediction and DLQ entry of
+  that batch is acknowledged by the broker; a SIGKILL loses nothing and may repeat a batch, with
+  the same deterministic ``prediction_id`` values;
+* one bad message never stops a partition — it goes to the DLQ with its reason and original bytes;
+* one ``predict`` per model per batch (:func:`consumers.scoring.score_batch`);
+* a full producer queue means wait and poll, never drop;
+* SIGTERM/Ctrl-C drains: the batch in flight is finished, flushed and committed, then the
+  consumer leaves the group.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from consumers.metrics import ServiceMetrics
+from consumers.scoring import RideMemory, ServiceSpec, score_batch
+from shared.artifacts import Model
+from shared.codec import InvalidMessage, decode_event, encode_dict
+from shared.kafka import make_consumer, make_producer
+from shared.settings import Settings
+
+log = logging.getLogger("ridestream.runtime")
+
+
+@dataclass
+class BatchResult:
+    consumed: int = 0
+    predictions: int = 0
+    dead_letters: int = 0
+
+
+class Runtime:
+    """Runs one service process. ``stop()`` (or SIGTERM via the CLI) drains and returns."""
+
+    def __init__(self, spec: ServiceSpec, settings: Settings, models: dict[str, Model],
+                 group_id: str | None = None, input_topic: str | None = None,
+                 output_topic: str | None = None, metrics: ServiceMetrics | None = None):
+        self.spec = spec
+        self.settings = settings
+        self.models = models
+        self.group_id = group_id or settings.group_id(spec.name)
+        self.input_topic = input_topic or settings.topics.events
+        self.output_topic = output_topic or settings.topics.predictions(spec.name)
+        self.dlq_topic = settings.topics.dlq
+        self.metrics = metrics or ServiceMetrics(spec.name)
+        self.memory = RideMemory(spec.memory_size)
+        self._stop = threading.Event()
+        self._failed = 0
+        self._acked = 0
+        self._pending: dict[tuple[str, int], int] = {}  # offsets processed but not yet committed
+        self.totals = BatchResult()
+        for name in spec.model_names:
+            self.metrics.model_info.labels(spec.name, name, models[name].version).set(1)
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self, max_batches: int | None = None) -> BatchResult:
+        s = self.settings
+        self.consumer = make_consumer(s, self.group_id)
+        self.producer = make_producer(s, **{"message.max.bytes": s.max_message_bytes})
+        self.consumer.subscribe([self.input_topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                on_lost=self._on_lost)
+        batches = 0
+        try:
+            while not self.stopping and (max_batches is None or batches < max_batches):
+                msgs = self.consumer.consume(num_messages=s.batch_size, timeout=s.batch_max_wait_ms / 1000)
+                if msgs:
+                    self.process(msgs)
+                    batches += 1
+                else:
+                    self.producer.poll(0)
+                    self._commit_pending()
+        finally:
+            self._close()
+        return self.totals
+
+    def _close(self) -> None:
+        self._flush()
+        self._commit_pending()
+        self.consumer.close()  # leaves the group: its partitions move at once
+
+    # --- one batch ---------------------------------------------------------------------------
+    def process(self, msgs: Sequence[Message]) -> BatchResult:
+        received = time.monotonic()
+        result = BatchResult(consumed=len(msgs))
+        events, failed_before = [], self._failed
+        next_offsets: dict[tuple[str, int], int] = {}
+        first_offsets: dict[tuple[str, int], int] = {}
+        for msg in msgs:
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer error: %s", err.str())
+                continue
+            tp = (msg.topic(), msg.partition())
+            first_offsets.setdefault(tp, msg.offset())
+            next_offsets[tp] = msg.offset() + 1
+            try:
+                event = decode_event(msg.value())
+                key = msg.key()
+                if key is None:
+                    raise InvalidMessage("missing_key", "the message has no key (expected the ride_id)")
+                if key != event.ride_id.encode():
+                    raise InvalidMessage("key_mismatch", f"the key {key[:64]!r} is not the ride_id {event.ride_id!r}")
+            except InvalidMessage as exc:
+                self._dead_letter(msg, exc)
+                result.dead_letters += 1
+                continue
+            events.append(event)
+            self.metrics.events_in.labels(self.spec.name, event.event_type).inc()
+
+        scored_at = datetime.now(timezone.utc)
+        predictions = score_batch(self.spec, self.models, self.memory, events, scored_at)
+        self.metrics.scoring_seconds.labels(self.spec.name).observe(time.monotonic() - received)
+        for p in predictions:
+            self._produce(self.output_topic, p["ride_id"].encode(), encode_dict(p))
+        result.predictions = len(predictions)
+
+        self._flush()
+        if self._failed > failed_before:
+            # some prediction was not acknowledged: process these offsets again (same ids)
+            log.warning("%d deliveries failed; reprocessing the batch", self._failed - failed_before)
+            for (topic, partition), offset in first_offsets.items():
+                self.consumer.seek(TopicPartition(topic, partition, offset))
+            return result
+        self._pending.update(next_offsets)
+        self._commit_pending()
+        self.metrics.predictions_out.labels(self.spec.name).inc(len(predictions))
+        self.metrics.batch_size.labels(self.spec.name).observe(len(msgs))
+        self.metrics.latency.labels(self.spec.name).observe(time.monotonic() - received)
+        self._update_lag(next_offsets)
+        self.totals.consumed += result.consumed
+        self.totals.predictions += result.predictions
+        self.totals.dead_letters += result.dead_letters
+        return result
+
+    def _dead_letter(self, msg: Message, exc: InvalidMessage) -> None:
+        headers = [
+            ("error.type", exc.error_type.encode()), ("error.message", exc.message.encode()),
+            ("source.topic", msg.topic().encode()), ("source.partition", str(msg.partition()).encode()),
+            ("source.offset", str(msg.offset()).encode()), ("service", self.spec.name.encode()),
+        ]
+        self._produce(self.dlq_topic, msg.key(), msg.value(), headers)
+        self.metrics.dlq.labels(self.spec.name, exc.error_type).inc()
+
+    # --- producing ---------------------------------------------------------------------------
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is None:
+            self._acked += 1
+        else:
+            self._failed += 1
+            log.warning("delivery to %s failed: %s", msg.topic(), err.str())
+
+    def _produce(self, topic: str, key: bytes | None, value: bytes | None,
+                 headers: list[tuple[str, bytes]] | None = None) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, value=value, key=key, headers=headers, on_delivery=self._on_delivery)
+                return
+            except BufferError:  # the local queue is full: wait for the broker, never drop
+                self.producer.poll(0.05)
+
+    def _flush(self) -> None:
+        """Wait until every message produced so far is acknowledged or has failed."""
+        while self.producer.flush(1.0) > 0:
+            log.info("waiting for the broker to acknowledge %d messages", len(self.producer))
+
+    # --- offsets and rebalancing -------------------------------------------------------------
+    def _commit_pending(self, only: set[tuple[str, int]] | None = None) -> None:
+        pending = {tp: o for tp, o in self._pending.items() if only is None or tp in only}
+        if not pending:
+            return
+        try:
+            self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in pending.items()],
+                                 asynchronous=False)
+        except KafkaException as exc:  # broker away or group rebalancing: retried on the next batch
+            log.warning("commit failed (%s); will retry", exc.args[0].str())
+            return
+        for tp in pending:
+            if self._pending.get(tp) == pending[tp]:
+                del self._pending[tp]
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("assigned %s", [p.partition for p in partitions])
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # batches are processed whole before the next poll, so nothing is in flight here:
+        # commit what was processed on the partitions that are leaving
+        self._commit_pending({(p.topic, p.partition) for p in partitions})
+        for p in partitions:
+            self._pending.pop((p.topic, p.partition), None)
+        log.info("revoked %s", [p.partition for p in partitions])
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for p in partitions:  # another member owns them now: its commits win
+            self._pending.pop((p.topic, p.partition), None)
+
+    def _update_lag(self, next_offsets: dict[tuple[str, int], int]) -> None:
+        for (topic, partition), offset in next_offsets.items():
+            try:
+                _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+            except KafkaException:
+                continue
+            if high >= 0:
+                self.metrics.lag.labels(self.spec.name, str(partition)).set(max(high - offset, 0))
+
+
+def load_service_models(spec: ServiceSpec, versions: dict[str, str] | None = None) -> dict[str, Model]:
+    from shared.artifacts import load_model
+
+    versions = versions or {}
+    return {name: load_model(name, versions.get(name)) for name in spec.model_names}

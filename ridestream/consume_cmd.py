@@ -1,0 +1,51 @@
+"""``ridestream consume duration|tip|cost``: one process of a service's consumer group."""
+
+from __future__ import annotations
+
+import signal
+
+import typer
+
+from consumers.runtime import Runtime, load_service_models
+from consumers.services import SERVICE_SPECS
+from ridestream.console import err
+from shared.kafka import ensure_reachable, make_admin
+from shared.settings import load_settings
+from shared.topics import SERVICES
+
+
+def parse_versions(pins: list[str] | None) -> dict[str, str]:
+    """``name=VERSION|PATH`` pairs."""
+    versions = {}
+    for pin in pins or []:
+        name, sep, version = pin.partition("=")
+        if not sep or not version:
+            raise typer.BadParameter(f"{pin!r}: expected MODEL=VERSION, e.g. tip=v61a4d78244")
+        versions[name] = version
+    return versions
+
+
+def consume(
+    service: str = typer.Argument(..., help="duration, tip or cost"),
+    group: str = typer.Option(None, help="consumer group (default ridestream-<service>)"),
+    batch_size: int = typer.Option(None, help="most messages per batch (default 2000)"),
+    metrics_port: int = typer.Option(None, help="serve /metrics on this port (0 = off)"),
+    model: list[str] = typer.Option(None, "--model", help="MODEL=VERSION|PATH, to pin a model version"),
+) -> None:
+    """Run one process of a service until SIGTERM or Ctrl-C, which drain it cleanly."""
+    if service not in SERVICES:
+        raise typer.BadParameter(f"unknown service {service!r}: choose one of {', '.join(SERVICES)}")
+    overrides = {"batch_size": batch_size, "metrics_port": metrics_port}
+    settings = load_settings(**{k: v for k, v in overrides.items() if v is not None})
+    spec = SERVICE_SPECS[service]  # type: ignore[index]
+    models = load_service_models(spec, parse_versions(model))
+    ensure_reachable(make_admin(settings), settings)
+    runtime = Runtime(spec, settings, models, group_id=group)
+    runtime.metrics.serve(settings.metrics_port)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: runtime.stop())
+    versions = ", ".join(f"{n} {m.version}" for n, m in models.items())
+    err.print(f"{service}: consuming {runtime.input_topic} as group {runtime.group_id} ({versions})")
+    totals = runtime.run()
+    err.print(f"{service}: stopped after {totals.consumed} events, {totals.predictions} predictions, "
+              f"{totals.dead_letters} to the DLQ")
