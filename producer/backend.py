@@ -1,0 +1,141 @@
+"""The backend: publishes ride lifecycles to ``rides.events`` (key = ride_id, message time = event
+time) and gives each rider the initial duration estimate at once — stamped on the request, and as
+a prediction on ``rides.predictions.duration`` marked ``initial``."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+
+from producer.sources import Chunk
+from shared.artifacts import Model
+from shared.codec import encode_dict
+from shared.events import prediction_id
+from shared.features import request_columns
+from shared.kafka import make_producer
+from shared.settings import Settings
+
+INITIAL_SERVICE_ID = "duration.initial"  # prediction ids of the backend's estimates differ from the service's
+
+
+@dataclass
+class PublishStats:
+    events: int = 0  # ride events sent (the backend's estimates are counted in produced only)
+    produced: int = 0
+    acked: int = 0
+    failed: int = 0
+    rides: int = 0
+    started: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return self.acked / elapsed if elapsed > 0 else 0.0
+
+
+class Backend:
+    def __init__(self, settings: Settings, initial_model: Model):
+        self.settings = settings
+        self.model = initial_model
+        self.producer = make_producer(settings)
+        self.stats = PublishStats(started=time.monotonic())
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _on_delivery(self, err, msg) -> None:
+        if err is None:
+            self.stats.acked += 1
+        else:
+            self.stats.failed += 1
+
+    def _produce(self, topic: str, key: bytes, value: bytes, timestamp_ms: int) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, value=value, key=key, timestamp=timestamp_ms,
+                                      on_delivery=self._on_delivery)
+                self.stats.produced += 1
+                return
+            except BufferError:  # never drop: wait for the broker to take what is queued
+                self.producer.poll(0.05)
+
+    def stamp_initial(self, chunk: Chunk) -> None:
+        """Estimate every request of the chunk with one ``predict`` and stamp it on the request."""
+        table, events = chunk
+        estimates = np.round(self.model.predict_columns(request_columns(table)), 2)
+        by_ride = dict(zip(table["ride_index"].tolist(), estimates.tolist()))
+        for event in events:
+            if event["event_type"] == "ride_requested":
+                event["initial_duration_min"] = by_ride[int(event["ride_id"].rsplit("-", 1)[1])]
+
+    def initial_prediction(self, request: dict) -> dict:
+        return {
+            "schema_version": 1,
+            "prediction_id": prediction_id(INITIAL_SERVICE_ID, self.model.version, request["event_id"]),
+            "ride_id": request["ride_id"], "event_id": request["event_id"], "service": "duration",
+            "model_version": self.model.version, "value": request["initial_duration_min"], "unit": "min",
+            "event_time": request["event_time"], "scored_at": datetime.now(timezone.utc), "initial": True,
+        }
+
+    def publish(self, chunks: Iterable[Chunk], rate: float = 0.0, speedup: float | None = None,
+                live: bool = False, on_progress: Callable[[PublishStats], None] | None = None) -> PublishStats:
+        """Publish every event of every chunk. ``rate`` paces to that many events a second (0 = as
+        fast as the broker takes them); ``speedup`` instead replays at event time ÷ speedup.
+
+        ``live`` stamps each event with the time it is sent: a simulated day is compressed into
+        however long the rate takes, and the broker rejects times far in the future anyway.
+        """
+        topics = self.settings.topics
+        t0 = time.monotonic()
+        first_event_s: float | None = None
+        last_report = 0.0
+        for chunk in chunks:
+            self.stamp_initial(chunk)
+            self.stats.rides += len(chunk[0])
+            for event in chunk[1]:
+                if self._stop.is_set():
+                    return self.finish()
+                if live:
+                    event_s = time.time()
+                    event["event_time"] = datetime.fromtimestamp(event_s, timezone.utc)
+                else:
+                    event_s = _epoch(event["event_time"])
+                if speedup:
+                    first_event_s = event_s if first_event_s is None else first_event_s
+                    _sleep_until(t0 + (event_s - first_event_s) / speedup, self._stop)
+                elif rate > 0 and self.stats.events % 50 == 0:
+                    _sleep_until(t0 + self.stats.events / rate, self._stop)
+                key = event["ride_id"].encode()
+                ts = int(event_s * 1000)
+                self._produce(topics.events, key, encode_dict(event), ts)
+                self.stats.events += 1
+                if event["event_type"] == "ride_requested":
+                    prediction = self.initial_prediction(event)
+                    self._produce(topics.predictions("duration"), key, encode_dict(prediction), ts)
+                self.producer.poll(0)
+                now = time.monotonic()
+                if on_progress and now - last_report > 0.5:
+                    on_progress(self.stats)
+                    last_report = now
+        return self.finish()
+
+    def finish(self) -> PublishStats:
+        while self.producer.flush(1.0) > 0:
+            pass
+        return self.stats
+
+
+def _epoch(rfc3339: str) -> float:
+    return datetime.fromisoformat(rfc3339).timestamp()
+
+
+def _sleep_until(deadline: float, stop: threading.Event) -> None:
+    delay = deadline - time.monotonic()
+    if delay > 0:
+        stop.wait(delay)

@@ -1,0 +1,47 @@
+"""``ridestream produce``: the backend, publishing rides live."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import typer
+
+from producer.backend import Backend, PublishStats
+from producer.sources import simulated, tlc_replay
+from ridestream.console import err
+from shared.artifacts import load_model
+from shared.kafka import ensure_reachable, make_admin
+from shared.settings import load_settings
+
+
+def produce(
+    rate: float = typer.Option(500.0, help="events a second (0 = as fast as the broker takes them)"),
+    rides: int = typer.Option(None, help="how many rides (default: until stopped)"),
+    from_tlc: Path = typer.Option(None, "--from-tlc", help="replay a TLC trip file (CSV or Parquet) instead"),
+    speedup: float = typer.Option(60.0, help="with --from-tlc: replay at event time ÷ speedup (0 = use --rate)"),
+    seed: int = typer.Option(0, help="simulator seed"),
+    quiet: bool = typer.Option(False, "--quiet", help="no live progress line"),
+) -> None:
+    """Publish ride lifecycles to rides.events, each request stamped with the initial estimate."""
+    settings = load_settings()
+    ensure_reachable(make_admin(settings), settings)
+    backend = Backend(settings, load_model("initial_duration"))
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: backend.stop())
+    if from_tlc is not None:
+        chunks = tlc_replay(from_tlc, seed=seed)
+        pace = {"speedup": speedup} if speedup else {"rate": rate}
+    else:
+        chunks = simulated(rides, seed=seed)
+        pace = {"rate": rate, "live": True}
+
+    def show(stats: PublishStats) -> None:
+        err.print(f"\r{stats.rate:8.0f} msg/s  {stats.events:>9} events  {stats.acked:>9} acknowledged  "
+                  f"{stats.failed} failed  {stats.rides} rides", end="")
+
+    stats = backend.publish(chunks, on_progress=None if quiet else show, **pace)
+    err.print(f"\nsent {stats.events} events of {stats.rides} rides ({stats.produced} messages with the "
+              f"initial estimates): {stats.acked} acknowledged, {stats.failed} failed")
+    if stats.failed:
+        raise typer.Exit(1)
