@@ -1,0 +1,104 @@
+"""Helpers for fleet tests: service processes as users run them, the backend, and reading topics."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import orjson
+from confluent_kafka import TopicPartition
+
+from producer.backend import Backend
+from producer.sources import simulated
+from shared.artifacts import load_model
+from shared.kafka import make_consumer
+from shared.settings import Settings
+
+RIDESTREAM = [sys.executable, "-m", "ridestream.cli"]
+
+
+@dataclass
+class Fleet:
+    """Service processes started with ``ridestream consume``; all killed at teardown."""
+
+    env: dict[str, str]
+    procs: list[subprocess.Popen] = field(default_factory=list)
+
+    def start(self, service: str, *args: str) -> subprocess.Popen:
+        proc = subprocess.Popen([*RIDESTREAM, "consume", service, *args], env=self.env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.procs.append(proc)
+        return proc
+
+    def terminate(self, proc: subprocess.Popen, timeout: float = 60) -> int:
+        proc.send_signal(signal.SIGTERM)
+        return proc.wait(timeout)
+
+    def kill(self, proc: subprocess.Popen) -> None:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(30)
+
+
+def publish(settings: Settings, rides: int, seed: int = 0, rate: float = 0.0, id_prefix: str | None = None) -> list[dict]:
+    """Publish simulated rides with the real backend; returns the events sent."""
+    backend = Backend(settings, load_model("initial_duration"))
+    sent: list[dict] = []
+    chunks = []
+    for table, events in simulated(rides, seed=seed, chunk=max(1, min(rides, 500)), id_prefix=id_prefix):
+        chunks.append((table, events))
+        sent.extend(events)
+    stats = backend.publish(chunks, rate=rate, live=True)
+    assert stats.failed == 0 and stats.acked == stats.produced
+    return sent
+
+
+def read_all(settings: Settings, topic: str, timeout: float = 30) -> list:
+    """Every message now in ``topic`` (up to the end offsets at call time)."""
+    consumer = make_consumer(settings, f"{settings.namespace}reader")
+    meta = consumer.list_topics(topic, timeout=10).topics[topic]
+    ends = {}
+    for p in meta.partitions:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+        if high > low:
+            ends[p] = high
+    consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+    got, done = [], {p: False for p in ends}
+    deadline = time.monotonic() + timeout
+    while not all(done.values()) and time.monotonic() < deadline:
+        msg = consumer.poll(0.5)
+        if msg is None or msg.error():
+            continue
+        got.append(msg)
+        if msg.offset() + 1 >= ends[msg.partition()]:
+            done[msg.partition()] = True
+    consumer.close()
+    return got
+
+
+def values(msgs: list) -> list[dict]:
+    return [orjson.loads(m.value()) for m in msgs]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 90, every: float = 0.5) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(every)
+    return condition()
+
+
+def fleet_env(env: dict[str, str], **extra: str) -> dict[str, str]:
+    return {**env, "RIDESTREAM_BATCH_MAX_WAIT_MS": "20", **extra, "PYTHONUNBUFFERED": "1",
+            "PATH": os.environ.get("PATH", "")}

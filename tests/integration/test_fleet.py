@@ -1,0 +1,187 @@
+"""The fleet on a real broker: end to end, scaling, crashes, drains, poison, a broker restart."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import orjson
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from shared.events import Prediction
+from shared.kafka import make_admin, make_producer
+from tests.integration.fleet import Fleet, fleet_env, publish, read_all, values, wait_for
+
+
+@pytest.fixture
+def fleet(kafka):
+    kafka.create_contract_topics()
+    f = Fleet(fleet_env(kafka.env()))
+    yield f
+    f.close()
+
+
+def service_predictions(kafka, service: str) -> list[dict]:
+    """Predictions of the service itself (not the backend's initial estimates)."""
+    return [p for p in values(read_all(kafka.settings, kafka.settings.topics.predictions(service)))
+            if not p.get("initial")]
+
+
+def answered(kafka, service: str, event_ids: set[str]) -> bool:
+    return event_ids <= {p["event_id"] for p in service_predictions(kafka, service)}
+
+
+def of_type(events: list[dict], kind: str) -> set[str]:
+    return {e["event_id"] for e in events if e["event_type"] == kind}
+
+
+def test_end_to_end_every_event_gets_its_predictions(kafka, fleet):
+    procs = {s: fleet.start(s) for s in ("duration", "tip", "cost")}
+    sent = publish(kafka.settings, rides=120, seed=1)
+    requests = of_type(sent, "ride_requested")
+    duration_events = requests | of_type(sent, "ride_started") | of_type(sent, "ride_progress")
+    assert wait_for(lambda: answered(kafka, "tip", requests) and answered(kafka, "cost", requests)
+                    and answered(kafka, "duration", duration_events))
+    by_id = {e["event_id"]: e for e in sent}
+    for service, expected in (("tip", requests), ("cost", requests), ("duration", duration_events)):
+        msgs = read_all(kafka.settings, kafka.settings.topics.predictions(service))
+        preds = []
+        for m in msgs:
+            p = Prediction.model_validate_json(m.value())  # the contract, strictly
+            assert m.key() == p.ride_id.encode()
+            preds.append(p)
+        own = [p for p in preds if not p.initial]
+        assert Counter(p.event_id for p in own) == Counter(expected)  # one each, none missing
+        for p in own:
+            source = by_id[p.event_id]
+            assert p.ride_id == source["ride_id"] and p.service == service
+            assert p.unit == ("min" if service == "duration" else "usd")
+            assert p.event_time.isoformat().replace("+00:00", "Z")[:19] == source["event_time"].isoformat()[:19]
+            if source["event_type"] == "ride_progress":
+                assert p.remaining_min is not None
+                assert p.value == pytest.approx(source["elapsed_min"] + p.remaining_min, abs=0.002)
+    initial = [p for p in service_predictions_all(kafka) if p.get("initial")]
+    assert {p["event_id"] for p in initial} == requests  # the backend's estimate, at once
+    for proc in procs.values():
+        assert fleet.terminate(proc) == 0
+
+
+def service_predictions_all(kafka) -> list[dict]:
+    return values(read_all(kafka.settings, kafka.settings.topics.predictions("duration")))
+
+
+def test_poison_messages_go_to_the_dlq_and_the_rest_is_scored(kafka, fleet):
+    good = publish(kafka.settings, rides=20, seed=2)
+    request = next(e for e in good if e["event_type"] == "ride_requested")
+    base = {**request, "event_time": "2019-03-01T08:00:00Z"}
+
+    def variant(**changes) -> bytes:
+        return orjson.dumps({**base, "event_id": f"bad-{len(changes)}-{sorted(changes)}", **changes})
+
+    poison = {
+        "json": (b"r-x", b"{not json"),
+        "wrong_type": (b"r-x", variant(ride_id="r-x", pickup_zone="142")),
+        "unknown_event_type": (b"r-x", variant(ride_id="r-x", event_type="ride_teleported")),
+        "zone_999": (b"r-x", variant(ride_id="r-x", pickup_zone=999)),
+        "nan": (b"r-x", variant(ride_id="r-x").replace(b'"trip_distance_mi":', b'"trip_distance_mi":NaN,"x":')),
+        "empty": (b"r-x", b""),
+        "missing_key": (None, variant(ride_id="r-y")),
+        "one_megabyte": (b"r-x", b'{"pad":"' + b"x" * 1_000_000 + b'"}'),
+    }
+    producer = make_producer(kafka.settings, **{"message.max.bytes": 2_097_152})
+    for key, value in poison.values():
+        producer.produce(kafka.settings.topics.events, key=key, value=value)
+    assert producer.flush(30) == 0
+    more = publish(kafka.settings, rides=20, seed=3, id_prefix="after")
+    proc = fleet.start("tip")
+    requests = of_type(good + more, "ride_requested")
+    assert wait_for(lambda: answered(kafka, "tip", requests))
+    assert wait_for(lambda: len([m for m in read_all(kafka.settings, kafka.settings.topics.dlq)]) >= len(poison))
+    dlq = read_all(kafka.settings, kafka.settings.topics.dlq)
+    assert len(dlq) == len(poison)
+    originals = {value: key for key, value in poison.values()}
+    reasons = Counter()
+    for m in dlq:
+        headers = {k: v.decode() for k, v in m.headers()}
+        assert set(headers) == {"error.type", "error.message", "source.topic", "source.partition",
+                                "source.offset", "service"}
+        assert headers["service"] == "tip" and headers["source.topic"] == kafka.settings.topics.events
+        assert (m.value() or b"") in originals and m.key() == originals[m.value() or b""]  # untouched
+        assert headers["error.message"] and "\n" not in headers["error.message"]
+        reasons[headers["error.type"]] += 1
+    assert reasons == Counter({"schema": 4, "json": 1, "unknown_event_type": 1, "empty": 1, "missing_key": 1})
+    assert proc.poll() is None  # never died
+    assert fleet.terminate(proc) == 0
+
+
+def test_sigkill_mid_stream_loses_nothing_and_repeats_keep_their_ids(kafka, fleet):
+    sent = publish(kafka.settings, rides=400, seed=4)
+    requests = of_type(sent, "ride_requested")
+    env_batch = ("--batch-size", "200")
+    for _ in range(3):
+        proc = fleet.start("tip", *env_batch)
+        count = len(service_predictions(kafka, "tip"))
+        wait_for(lambda: len(service_predictions(kafka, "tip")) > count + 20, timeout=60, every=0.05)
+        fleet.kill(proc)
+    proc = fleet.start("tip", *env_batch)
+    assert wait_for(lambda: answered(kafka, "tip", requests))
+    preds = service_predictions(kafka, "tip")
+    ids_by_event: dict[str, set[str]] = {}
+    for p in preds:
+        ids_by_event.setdefault(p["event_id"], set()).add(p["prediction_id"])
+    assert set(ids_by_event) == requests
+    assert all(len(ids) == 1 for ids in ids_by_event.values())  # a repeat carries the same id
+    assert fleet.terminate(proc) == 0
+
+
+def test_sigterm_drains_so_a_restart_repeats_nothing(kafka, fleet):
+    sent = publish(kafka.settings, rides=400, seed=5)
+    requests = of_type(sent, "ride_requested")
+    for _ in range(3):
+        proc = fleet.start("tip", "--batch-size", "200")
+        count = len(service_predictions(kafka, "tip"))
+        wait_for(lambda: len(service_predictions(kafka, "tip")) > count + 20, timeout=60, every=0.05)
+        assert fleet.terminate(proc) == 0
+    proc = fleet.start("tip", "--batch-size", "200")
+    assert wait_for(lambda: answered(kafka, "tip", requests))
+    preds = service_predictions(kafka, "tip")
+    assert Counter(p["event_id"] for p in preds) == Counter(requests)  # exactly once each
+    assert fleet.terminate(proc) == 0
+
+
+def group_assignment(kafka, group: str) -> list[list[int]]:
+    admin: AdminClient = make_admin(kafka.settings)
+    desc = admin.describe_consumer_groups([group])[group].result(timeout=10)
+    return [sorted(tp.partition for tp in m.assignment.topic_partitions) for m in desc.members]
+
+
+@pytest.mark.slow
+def test_scaling_out_and_in_while_events_flow(kafka, fleet):
+    group = kafka.settings.group_id("tip")
+    sent: list[dict] = []
+    stop = threading.Event()
+
+    def backend() -> None:
+        seed = 100
+        while not stop.is_set():
+            sent.extend(publish(kafka.settings, rides=60, seed=seed, rate=1500, id_prefix=f"s{seed}"))
+            seed += 1
+
+    first = fleet.start("tip")
+    feeder = threading.Thread(target=backend, daemon=True)
+    feeder.start()
+    try:
+        assert wait_for(lambda: len(group_assignment(kafka, group)) == 1)
+        more = [fleet.start("tip"), fleet.start("tip")]
+        assert wait_for(lambda: len(group_assignment(kafka, group)) == 3)
+        assert wait_for(lambda: all(len(a) == 1 for a in group_assignment(kafka, group)))  # 3 partitions, 1 each
+        for proc in more:
+            assert fleet.terminate(proc) == 0
+        assert wait_for(lambda: group_assignment(kafka, group) == [[0, 1, 2]])
+    finally:
+        stop.set()
+        feeder.join(60)
+    requests = of_type(sent, "ride_requested")
+    assert wait_for(lambda: answered(kafka, "tip", requests))
+    assert fleet.terminate(first) == 0
