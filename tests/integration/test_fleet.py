@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
+import time
 from collections import Counter
 
 import orjson
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from broker.local import LocalBroker, free_port
+from consumers.runtime import Runtime
+from consumers.services import TIP
+from shared.artifacts import Model, load_model
 from shared.events import Prediction
 from shared.kafka import make_admin, make_producer
+from shared.topics import create_topics
 from tests.integration.fleet import Fleet, fleet_env, publish, read_all, values, wait_for
 
 
@@ -185,3 +192,70 @@ def test_scaling_out_and_in_while_events_flow(kafka, fleet):
     requests = of_type(sent, "ride_requested")
     assert wait_for(lambda: answered(kafka, "tip", requests))
     assert fleet.terminate(first) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("java") is None, reason="restarting a broker needs the local one")
+def test_services_recover_by_themselves_when_the_broker_comes_back(kafka, tmp_path):
+    broker = LocalBroker(tmp_path / "broker", port=free_port(), controller_port=free_port())
+    broker.start(fresh=True)
+    settings = kafka.settings.model_copy(update={"bootstrap_servers": broker.bootstrap})
+    create_topics(make_admin(settings), settings.topic_specs())
+    f = Fleet(fleet_env({**kafka.env(), "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap}))
+    try:
+        proc = f.start("tip")
+        sent: list[dict] = []
+        feeder = threading.Thread(target=lambda: sent.extend(publish(settings, rides=300, seed=7, rate=600)))
+        feeder.start()
+        time.sleep(3)
+        broker.stop()  # mid-stream
+        time.sleep(5)
+        broker.start()
+        feeder.join(180)
+        requests = of_type(sent, "ride_requested")
+        assert len(requests) == 300
+        env = type(kafka)(settings)
+        assert wait_for(lambda: answered(env, "tip", requests), timeout=180)
+        assert proc.poll() is None
+        assert f.terminate(proc) == 0
+    finally:
+        f.close()
+        broker.stop()
+
+
+def test_predict_is_called_once_per_batch_not_per_message(kafka):
+    kafka.create_contract_topics()
+    sent = publish(kafka.settings, rides=300, seed=8)
+    requests = of_type(sent, "ride_requested")
+    calls: list[int] = []
+
+    class CountingEstimator:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def predict(self, X):
+            calls.append(len(X))
+            return self.inner.predict(X)
+
+    real = load_model("tip")
+    counting = Model(real.name, real.version, CountingEstimator(real.estimator), real.metadata, real.path)
+    settings = kafka.settings.model_copy(update={"batch_size": 500})
+    runtime = Runtime(TIP, settings, {"tip": counting})
+    batches_with_requests: list[int] = []
+    process = runtime.process
+
+    def counted(msgs):
+        batches_with_requests.append(sum(b'"ride_requested"' in (m.value() or b"") for m in msgs))
+        return process(msgs)
+
+    runtime.process = counted
+    worker = threading.Thread(target=runtime.run)
+    worker.start()
+    try:
+        assert wait_for(lambda: runtime.totals.predictions >= len(requests))
+    finally:
+        runtime.stop()
+        worker.join(60)
+    assert sum(calls) == len(requests)
+    assert calls == [n for n in batches_with_requests if n]  # one call per batch, the batch's size
+    assert len(calls) < len(requests) / 10
