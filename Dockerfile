@@ -13,6 +13,7 @@ COPY ridestream ./ridestream
 COPY broker ./broker
 COPY data ./data
 COPY schemas ./schemas
+COPY models ./models
 # editable, so the shipped data, schemas and models are found beside the code
 RUN pip install --no-cache-dir -c constraints.txt -e . \
     && useradd --create-home ridestream && chown -R ridestream /app

@@ -8,7 +8,16 @@ import sys
 import typer
 
 from broker.local import BrokerError
-from ridestream import broker_cmd, consume_cmd, produce_cmd, run_cmd, schema_cmd, topics_cmd, train_cmd
+from ridestream import (
+    broker_cmd,
+    consume_cmd,
+    produce_cmd,
+    run_cmd,
+    schema_cmd,
+    topics_cmd,
+    train_cmd,
+    watch_cmd,
+)
 from ridestream.console import err
 from shared.errors import RidestreamError
 
@@ -24,6 +33,7 @@ app.add_typer(schema_cmd.app, name="schema")
 app.command("run")(run_cmd.run)
 app.command("produce")(produce_cmd.produce)
 app.command("consume")(consume_cmd.consume)
+app.command("watch")(watch_cmd.watch)
 app.command("train")(train_cmd.train)
 app.command("evaluate")(train_cmd.evaluate)
 

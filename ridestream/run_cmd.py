@@ -1,70 +1,192 @@
-"""``ridestream run``: the main job.
-
-Until the fleet lands, it brings up the broker and the contract topics, then sends one real TLC
-trip through ``rides.events`` as its contract events — the request stamped with the initial
-duration model's estimate — and reads them back, decoded and validated.
-"""
+"""``ridestream run``: the main job — the broker, the topics, the backend and the three services as
+child processes, with a live summary, until Ctrl-C stops everything cleanly."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import threading
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from confluent_kafka import TopicPartition
+import typer
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from rich.live import Live
+from rich.table import Table
 
 from ridestream.broker_cmd import ensure_local_broker
 from ridestream.console import out
-from shared.artifacts import load_model
-from shared.codec import decode_event, encode
-from shared.errors import RidestreamError
-from shared.kafka import ensure_reachable, make_admin, make_consumer, make_producer
-from shared.settings import load_settings
-from shared.tlc import SAMPLE_TRIPS, clean_trips, read_trip_file, trip_events
-from shared.topics import create_topics
+from shared.kafka import ensure_reachable, make_admin, make_consumer
+from shared.settings import Settings, load_settings
+from shared.topics import SERVICES, create_topics
+
+RIDESTREAM = [sys.executable, "-m", "ridestream.cli"]
 
 
-def run() -> None:
-    """Start the broker if needed, create the topics, round-trip one real ride's events."""
+@dataclass
+class Child:
+    name: str
+    args: list[str]
+    log: Path
+    proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as log:
+            # its own session: Ctrl-C reaches only `run`, which stops the children in order
+            self.proc = subprocess.Popen([*RIDESTREAM, *self.args], stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+
+    @property
+    def state(self) -> str:
+        code = self.proc.poll() if self.proc else None
+        return "running" if code is None else f"exited {code}"
+
+
+@dataclass
+class Offsets:
+    """Rates and lag read from the broker: end offsets of the topics, committed offsets of groups."""
+
+    settings: Settings
+    consumers: dict[str, Consumer] = field(default_factory=dict)
+    last: dict[str, tuple[float, int]] = field(default_factory=dict)
+
+    def _consumer(self, group: str | None = None) -> Consumer:
+        """A consumer that never subscribes: it only reads offsets (of ``group``, if given)."""
+        group = group or f"{self.settings.namespace}ridestream-run"
+        if group not in self.consumers:
+            self.consumers[group] = make_consumer(self.settings, group)
+        return self.consumers[group]
+
+    def partitions(self, topic: str) -> list[TopicPartition]:
+        meta = self._consumer().list_topics(topic, timeout=5).topics[topic]
+        return [TopicPartition(topic, p) for p in meta.partitions]
+
+    def end(self, topic: str) -> int:
+        c = self._consumer()
+        return sum(c.get_watermark_offsets(tp, timeout=5)[1] for tp in self.partitions(topic))
+
+    def rate(self, topic: str) -> tuple[int, float]:
+        now, total = time.monotonic(), self.end(topic)
+        before = self.last.get(topic)
+        self.last[topic] = (now, total)
+        return total, (total - before[1]) / (now - before[0]) if before and now > before[0] else 0.0
+
+    def lag(self, group: str, topic: str) -> int:
+        parts = self.partitions(topic)
+        committed = self._consumer(group).committed(parts, timeout=5)
+        c = self._consumer()
+        return sum(c.get_watermark_offsets(tp, timeout=5)[1] - max(ctp.offset, 0) for tp, ctp in zip(parts, committed))
+
+    def close(self) -> None:
+        for c in self.consumers.values():
+            c.close()
+
+
+def _replicas(specs: list[str] | None) -> dict[str, int]:
+    counts = dict.fromkeys(SERVICES, 1)
+    for spec in specs or []:
+        name, sep, n = spec.partition("=")
+        if not sep or name not in counts or not n.isdigit():
+            raise typer.BadParameter(f"{spec!r}: expected SERVICE=N with SERVICE one of {', '.join(SERVICES)}")
+        counts[name] = int(n)
+    return counts
+
+
+def summary(offsets: Offsets, settings: Settings, children: list[Child], previous: Table | None = None) -> Table:
+    """The live table; while the broker cannot answer (a new topic without a leader yet, a
+    restart), the previous table stays up."""
+    try:
+        return _summary(offsets, settings, children)
+    except KafkaException:
+        return previous if previous is not None else Table(title="waiting for the broker…")
+
+
+def _summary(offsets: Offsets, settings: Settings, children: list[Child]) -> Table:
+    t = settings.topics
+    table = Table(title="ridestream — Ctrl-C stops everything", title_justify="left")
+    for col in ("", "per second", "total", "lag", "processes"):
+        table.add_column(col, justify="right" if col else "left")
+    total, rate = offsets.rate(t.events)
+    backend = [c for c in children if c.name == "backend"]
+    table.add_row("ride events", f"{rate:,.0f}", f"{total:,}", "", ", ".join(c.state for c in backend))
+    for service in SERVICES:
+        total, rate = offsets.rate(t.predictions(service))
+        lag = offsets.lag(settings.group_id(service), t.events)
+        procs = [c for c in children if c.name.startswith(service)]
+        running = sum(c.state == "running" for c in procs)
+        table.add_row(f"{service} predictions", f"{rate:,.0f}", f"{total:,}", f"{lag:,}", f"{running}/{len(procs)} running")
+    dlq, _ = offsets.rate(t.dlq)
+    table.add_row("dead letters", "", f"{dlq:,}", "", "")
+    return table
+
+
+def run(
+    rate: float = typer.Option(500.0, help="ride events a second from the backend"),
+    replicas: list[str] = typer.Option(None, "--replicas", help="SERVICE=N processes, e.g. tip=3"),
+    duration: float = typer.Option(None, help="stop by itself after this many seconds"),
+    metrics_port: int = typer.Option(9300, help="first /metrics port of the services (0 = off)"),
+) -> None:
+    """Start the broker if needed, the topics, the backend and the services; show them live."""
     settings = load_settings()
     ensure_local_broker(settings)
     admin = make_admin(settings)
     ensure_reachable(admin, settings)
-    created = create_topics(admin, settings.topic_specs())
-    out.print(f"topics ready on {settings.bootstrap}: {', '.join(created)}")
+    create_topics(admin, settings.topic_specs())
+    logs = settings.state_dir / "logs"
+    children: list[Child] = []
+    port = metrics_port
+    for service, n in _replicas(replicas).items():
+        for i in range(n):
+            args = ["consume", service]
+            if metrics_port:
+                port += 1
+                args += ["--metrics-port", str(port)]
+            children.append(Child(f"{service}-{i + 1}", args, logs / f"{service}-{i + 1}.log"))
+    children.append(Child("backend", ["produce", "--rate", str(rate), "--quiet"], logs / "backend.log"))
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    for child in children:
+        child.start()
+    ports = f"; /metrics on ports {metrics_port + 1}–{port}" if metrics_port else ""
+    out.print(f"broker {settings.bootstrap}; logs in {logs}{ports}")
+    offsets = Offsets(settings)
+    deadline = time.monotonic() + duration if duration else None
+    try:
+        table = summary(offsets, settings, children)
+        with Live(table, console=out, refresh_per_second=2) as live:
+            while not stop.wait(1.0):
+                table = summary(offsets, settings, children, table)
+                live.update(table)
+                if deadline and time.monotonic() > deadline:
+                    break
+            # the backend first, so the services can finish what it sent
+            _stop_children([c for c in children if c.name == "backend"])
+            _stop_children([c for c in children if c.name != "backend"])
+            live.update(summary(offsets, settings, children, table))
+    finally:
+        _stop_children(children)
+        offsets.close()
+    failed = [c for c in children if c.proc and c.proc.returncode not in (0, -signal.SIGTERM)]
+    if failed:
+        out.print(f"[red]stopped with errors[/]: {', '.join(f'{c.name} ({c.state}, see {c.log})' for c in failed)}")
+        raise typer.Exit(1)
+    out.print("\nstopped cleanly" + ("; the local broker keeps running (`ridestream broker stop`)" if settings.uses_local_broker else ""))
 
-    trips, _ = clean_trips(read_trip_file(SAMPLE_TRIPS))
-    trips = trips.head(1)
-    events = trip_events(trips, id_prefix=f"demo-{int(time.time())}")[0]
-    # as the backend will: stamp the request with the in-process initial duration estimate
-    estimate = float(load_model("initial_duration").predict_events(events[:1])[0])
-    events[0] = events[0].model_copy(update={"initial_duration_min": round(estimate, 2)})
 
-    producer = make_producer(settings)
-    acked: list = []
-    for event in events:
-        producer.produce(
-            settings.topics.events, key=event.ride_id.encode(), value=encode(event),
-            timestamp=int(event.event_time.timestamp() * 1000),
-            on_delivery=lambda err, msg: acked.append((err, msg)),
-        )
-    producer.flush(settings.connect_timeout_s)
-    failed = [err for err, _ in acked if err is not None]
-    if len(acked) != len(events) or failed:
-        raise RidestreamError(f"the broker did not acknowledge the events: {failed or 'timed out'}")
-    out.print(f"sent {len(events)} events of ride {events[0].ride_id} (partition {acked[0][1].partition()})")
-
-    consumer = make_consumer(settings, group_id=f"{settings.namespace}ridestream-run-check")
-    consumer.assign([TopicPartition(m.topic(), m.partition(), m.offset()) for _, m in acked[:1]])
-    received = []
-    deadline = time.monotonic() + settings.connect_timeout_s
-    while len(received) < len(events) and time.monotonic() < deadline:
-        msg = consumer.poll(0.5)
-        if msg is not None and not msg.error():
-            received.append(decode_event(msg.value()))
-    consumer.close()
-    if received != events:
-        raise RidestreamError("the events read back differ from those sent")
-    for event in received:
-        out.print(f"  {event.event_type:<15} {encode(event).decode()}", markup=False)
-    out.print("[green]round trip ok[/]: the contract events came back intact")
-    if settings.uses_local_broker:
-        out.print("the local broker keeps running; `ridestream broker stop` stops it")
+def _stop_children(children: list[Child], timeout: float = 30.0) -> None:
+    for c in children:
+        if c.proc and c.proc.poll() is None:
+            c.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for c in children:
+        if c.proc is None:
+            continue
+        try:
+            c.proc.wait(max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            c.proc.kill()
+            c.proc.wait()

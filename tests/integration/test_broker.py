@@ -168,11 +168,3 @@ def test_local_broker_restart_keeps_topics_messages_and_offsets(tmp_path: Path, 
     finally:
         cli("broker", "stop")
     assert "logs" and LocalBroker(home / "broker").tail(5)
-
-
-def test_the_main_job_round_trips_a_real_ride(kafka):
-    proc = subprocess.run([*RIDESTREAM, "run"], env=kafka.env(), capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert "round trip ok" in proc.stdout
-    assert '"initial_duration_min":' in proc.stdout  # stamped by the initial duration model
-    assert kafka.settings.topics.events in proc.stdout

@@ -21,6 +21,10 @@ def test_compose_file_follows_the_compose_spec():
     jsonschema.Draft7Validator(spec).validate(doc)
     assert doc["services"]["kafka"]["image"].startswith("apache/kafka:")
     assert doc["services"]["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    for service in ("duration", "tip", "cost"):
+        app = doc["services"][service]
+        assert app["command"][:2] == ["consume", service] and "ports" not in app  # scalable: no fixed host port
+    assert doc["services"]["backend"]["command"][0] == "produce"
 
 
 def _docker_compose() -> list[str] | None:
