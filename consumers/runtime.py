@@ -45,7 +45,8 @@ class Runtime:
 
     def __init__(self, spec: ServiceSpec, settings: Settings, models: dict[str, Model],
                  group_id: str | None = None, input_topic: str | None = None,
-                 output_topic: str | None = None, metrics: ServiceMetrics | None = None):
+                 output_topic: str | None = None, metrics: ServiceMetrics | None = None,
+                 stop_event: threading.Event | None = None):
         self.spec = spec
         self.settings = settings
         self.models = models
@@ -55,7 +56,7 @@ class Runtime:
         self.dlq_topic = settings.topics.dlq
         self.metrics = metrics or ServiceMetrics(spec.name)
         self.memory = RideMemory(spec.memory_size)
-        self._stop = threading.Event()
+        self._stop = stop_event or threading.Event()
         self._failed = 0
         self._acked = 0
         self._pending: dict[tuple[str, int], int] = {}  # offsets processed but not yet committed

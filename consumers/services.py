@@ -20,13 +20,17 @@ def _initial_estimate(model: Model, events: Sequence[Any], memory: RideMemory) -
 
 
 def _at_start(model: Model, events: Sequence[Any], memory: RideMemory) -> Answer:
-    """At the start nothing has been driven yet: the dynamic model at zero elapsed, from the
-    remembered estimate and distance (NaN when this process never saw the request)."""
+    """Nothing has been driven yet, so nothing new is known: the remembered initial estimate.
+    Rides whose request this process never saw (a moved partition) get the dynamic model's answer
+    at zero elapsed — one predict for all of them."""
     initial, distance = memory.recall([e.ride_id for e in events])
-    zeros = np.zeros(len(events))
-    remaining = model.predict_events(events, elapsed_min=zeros, distance_done_mi=zeros,
-                                     distance_left_mi=distance, initial_duration_min=initial)
-    return remaining, remaining
+    unknown = np.isnan(initial)
+    if unknown.any():
+        rest = [e for e, u in zip(events, unknown) if u]
+        zeros = np.zeros(len(rest))
+        initial[unknown] = model.predict_events(rest, elapsed_min=zeros, distance_done_mi=zeros,
+                                                distance_left_mi=distance[unknown], initial_duration_min=initial[unknown])
+    return initial, initial.copy()
 
 
 def _in_progress(model: Model, events: Sequence[Any], memory: RideMemory) -> Answer:

@@ -39,12 +39,12 @@ class PublishStats:
 
 
 class Backend:
-    def __init__(self, settings: Settings, initial_model: Model):
+    def __init__(self, settings: Settings, initial_model: Model, stop_event: threading.Event | None = None):
         self.settings = settings
         self.model = initial_model
         self.producer = make_producer(settings)
         self.stats = PublishStats(started=time.monotonic())
-        self._stop = threading.Event()
+        self._stop = stop_event or threading.Event()
 
     def stop(self) -> None:
         self._stop.set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import threading
 
 import typer
 
@@ -33,6 +34,9 @@ def consume(
     model: list[str] = typer.Option(None, "--model", help="MODEL=VERSION|PATH, to pin a model version"),
 ) -> None:
     """Run one process of a service until SIGTERM or Ctrl-C, which drain it cleanly."""
+    stopping = threading.Event()  # set by SIGTERM/Ctrl-C, even before the runtime exists
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
     if service not in SERVICES:
         raise typer.BadParameter(f"unknown service {service!r}: choose one of {', '.join(SERVICES)}")
     overrides = {"batch_size": batch_size, "metrics_port": metrics_port}
@@ -40,10 +44,8 @@ def consume(
     spec = SERVICE_SPECS[service]  # type: ignore[index]
     models = load_service_models(spec, parse_versions(model))
     ensure_reachable(make_admin(settings), settings)
-    runtime = Runtime(spec, settings, models, group_id=group)
+    runtime = Runtime(spec, settings, models, group_id=group, stop_event=stopping)
     runtime.metrics.serve(settings.metrics_port)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: runtime.stop())
     versions = ", ".join(f"{n} {m.version}" for n, m in models.items())
     err.print(f"{service}: consuming {runtime.input_topic} as group {runtime.group_id} ({versions})")
     totals = runtime.run()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import threading
 from pathlib import Path
 
 import typer
@@ -24,11 +25,12 @@ def produce(
     quiet: bool = typer.Option(False, "--quiet", help="no live progress line"),
 ) -> None:
     """Publish ride lifecycles to rides.events, each request stamped with the initial estimate."""
+    stopping = threading.Event()  # set by SIGTERM/Ctrl-C, even before the backend exists
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
     settings = load_settings()
     ensure_reachable(make_admin(settings), settings)
-    backend = Backend(settings, load_model("initial_duration"))
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: backend.stop())
+    backend = Backend(settings, load_model("initial_duration"), stop_event=stopping)
     if from_tlc is not None:
         chunks = tlc_replay(from_tlc, seed=seed)
         pace = {"speedup": speedup} if speedup else {"rate": rate}

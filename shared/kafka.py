@@ -46,6 +46,7 @@ def make_consumer(settings: Settings, group_id: str, **overrides: Any) -> Consum
         "auto.offset.reset": "earliest",
         "partition.assignment.strategy": "cooperative-sticky",
         "isolation.level": "read_committed",
+        "session.timeout.ms": settings.session_timeout_ms,
     }
     conf.update(overrides)
     return Consumer(_base(settings, conf))

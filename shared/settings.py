@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=2000, ge=1, le=100_000, description="most messages per batch")
     batch_max_wait_ms: int = Field(default=20, ge=1, description="longest wait to fill a batch")
     max_message_bytes: int = Field(default=2_097_152, ge=1024, description="room for a 1 MB event in the DLQ")
+    session_timeout_ms: int = Field(default=45_000, ge=1000, description="how long a silent member keeps its partitions")
     metrics_port: int = Field(default=0, ge=0, le=65535, description="/metrics port of a process; 0 = off")
 
     # --- the local broker ----------------------------------------------------------------------
