@@ -17,7 +17,7 @@ from shared.settings import load_settings
 
 
 def produce(
-    rate: float = typer.Option(500.0, help="events a second (0 = as fast as the broker takes them)"),
+    rate: str = typer.Option("500/s", help="events a second, e.g. 500 or 500/s (0 = as fast as the broker takes them)"),
     rides: int = typer.Option(None, help="how many rides (default: until stopped)"),
     from_tlc: Path = typer.Option(None, "--from-tlc", help="replay a TLC trip file (CSV or Parquet) instead"),
     speedup: float = typer.Option(60.0, help="with --from-tlc: replay at event time ÷ speedup (0 = use --rate)"),
@@ -25,6 +25,10 @@ def produce(
     quiet: bool = typer.Option(False, "--quiet", help="no live progress line"),
 ) -> None:
     """Publish ride lifecycles to rides.events, each request stamped with the initial estimate."""
+    try:
+        events_per_s = float(rate.removesuffix("/s"))
+    except ValueError:
+        raise typer.BadParameter(f"{rate!r}: expected events a second, e.g. 500 or 500/s") from None
     stopping = threading.Event()  # set by SIGTERM/Ctrl-C, even before the backend exists
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
@@ -33,10 +37,10 @@ def produce(
     backend = Backend(settings, load_model("initial_duration"), stop_event=stopping)
     if from_tlc is not None:
         chunks = tlc_replay(from_tlc, seed=seed)
-        pace = {"speedup": speedup} if speedup else {"rate": rate}
+        pace = {"speedup": speedup} if speedup else {"rate": events_per_s}
     else:
         chunks = simulated(rides, seed=seed)
-        pace = {"rate": rate, "live": True}
+        pace = {"rate": events_per_s, "live": True}
 
     def show(stats: PublishStats) -> None:
         err.print(f"\r{stats.rate:8.0f} msg/s  {stats.events:>9} events  {stats.acked:>9} acknowledged  "

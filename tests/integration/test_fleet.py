@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -15,6 +16,7 @@ from broker.local import LocalBroker, free_port
 from consumers.runtime import Runtime
 from consumers.services import TIP
 from shared.artifacts import Model, load_model
+from shared.codec import decode_event
 from shared.events import Prediction
 from shared.kafka import make_admin, make_producer
 from shared.topics import create_topics
@@ -259,3 +261,48 @@ def test_predict_is_called_once_per_batch_not_per_message(kafka):
     assert sum(calls) == len(requests)
     assert calls == [n for n in batches_with_requests if n]  # one call per batch, the batch's size
     assert len(calls) < len(requests) / 10
+
+
+def test_backend_replays_a_real_tlc_file_with_progress_and_initial_estimates(kafka, tmp_path):
+    import pandas as pd
+
+    from shared.tlc import SAMPLE_TRIPS
+    from tests.integration.fleet import RIDESTREAM
+
+    kafka.create_contract_topics()
+    sample = tmp_path / "yellow_tripdata_2019-03.csv"
+    pd.read_csv(SAMPLE_TRIPS).head(40).to_csv(sample, index=False)
+    proc = subprocess.run([*RIDESTREAM, "produce", "--from-tlc", str(sample), "--speedup", "0", "--rate", "0", "--quiet"],
+                          env=kafka.env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    events = [decode_event(m.value()) for m in read_all(kafka.settings, kafka.settings.topics.events)]
+    kinds = Counter(e.event_type for e in events)
+    rides = kinds["ride_requested"]
+    assert 35 <= rides <= 40 and kinds["ride_started"] == kinds["ride_completed"] == rides  # a few rows cleaned away
+    assert kinds["ride_progress"] > rides  # progress laid along the real trips
+    assert all(e.event_time.year == 2019 for e in events)  # the trips' own times
+    assert all(e.initial_duration_min is not None for e in events if e.event_type == "ride_requested")
+    initial = [p for p in values(read_all(kafka.settings, kafka.settings.topics.predictions("duration"))) if p.get("initial")]
+    assert len(initial) == rides
+    assert f"sent {len(events)} events of {rides} rides" in proc.stderr
+
+
+def test_metrics_endpoint_counts_what_the_service_did(kafka, fleet):
+    import urllib.request
+
+    port = free_port()
+    proc = fleet.start("tip", "--metrics-port", str(port))
+    sent = publish(kafka.settings, rides=30, seed=9)
+    requests = of_type(sent, "ride_requested")
+    assert wait_for(lambda: answered(kafka, "tip", requests))
+
+    def metrics() -> str:
+        return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+
+    assert wait_for(lambda: f'ridestream_predictions_out_total{{service="tip"}} {len(requests)}.0' in metrics())
+    text = metrics()
+    assert f'ridestream_events_in_total{{event_type="ride_requested",service="tip"}} {len(requests)}.0' in text
+    for name in ("ridestream_batch_size_bucket", "ridestream_scoring_seconds_bucket", "ridestream_end_to_end_seconds_bucket",
+                 "ridestream_consumer_lag{", 'ridestream_model_info{model="tip"'):
+        assert name in text
+    assert fleet.terminate(proc) == 0
