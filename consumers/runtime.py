@@ -139,7 +139,10 @@ class Runtime:
             # some prediction was not acknowledged: process these offsets again (same ids)
             log.warning("%d deliveries failed; reprocessing the batch", self._failed - failed_before)
             for (topic, partition), offset in first_offsets.items():
-                self.consumer.seek(TopicPartition(topic, partition, offset))
+                try:
+                    self.consumer.seek(TopicPartition(topic, partition, offset))
+                except KafkaException:  # revoked meanwhile: its new owner starts from the commit
+                    pass
             return result
         self._pending.update(next_offsets)
         self._commit_pending()

@@ -10,7 +10,7 @@ import typer
 from consumers.runtime import Runtime, load_service_models
 from consumers.services import SERVICE_SPECS
 from ridestream.console import err
-from shared.kafka import ensure_reachable, make_admin
+from shared.kafka import make_admin, require_topics
 from shared.settings import load_settings
 from shared.topics import SERVICES
 
@@ -43,8 +43,8 @@ def consume(
     settings = load_settings(**{k: v for k, v in overrides.items() if v is not None})
     spec = SERVICE_SPECS[service]  # type: ignore[index]
     models = load_service_models(spec, parse_versions(model))
-    ensure_reachable(make_admin(settings), settings)
     runtime = Runtime(spec, settings, models, group_id=group, stop_event=stopping)
+    require_topics(make_admin(settings), settings, [runtime.input_topic, runtime.output_topic, runtime.dlq_topic])
     runtime.metrics.serve(settings.metrics_port)
     versions = ", ".join(f"{n} {m.version}" for n, m in models.items())
     err.print(f"{service}: consuming {runtime.input_topic} as group {runtime.group_id} ({versions})")

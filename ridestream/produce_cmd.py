@@ -12,7 +12,7 @@ from producer.backend import Backend, PublishStats
 from producer.sources import simulated, tlc_replay
 from ridestream.console import err
 from shared.artifacts import load_model
-from shared.kafka import ensure_reachable, make_admin
+from shared.kafka import make_admin, require_topics
 from shared.settings import load_settings
 
 
@@ -33,7 +33,7 @@ def produce(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
     settings = load_settings()
-    ensure_reachable(make_admin(settings), settings)
+    require_topics(make_admin(settings), settings, [settings.topics.events, settings.topics.predictions("duration")])
     backend = Backend(settings, load_model("initial_duration"), stop_event=stopping)
     if from_tlc is not None:
         chunks = tlc_replay(from_tlc, seed=seed)

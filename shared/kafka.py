@@ -9,7 +9,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, ClusterMetadata
 
-from shared.errors import BrokerUnavailable
+from shared.errors import BrokerUnavailable, TopicError
 from shared.settings import Settings
 
 # librdkafka's own log lines (connection refused, retries…) go to this logger instead of stderr;
@@ -71,3 +71,11 @@ def ensure_reachable(admin: AdminClient, settings: Settings, timeout: float | No
             f"no Kafka broker answered at {settings.bootstrap} within {timeout:g}s "
             f"({exc.args[0].str()}): {hint}"
         ) from None
+
+
+def require_topics(admin: AdminClient, settings: Settings, topics: list[str]) -> None:
+    """A one-line error naming the topics that do not exist, and how to create them."""
+    existing = ensure_reachable(admin, settings).topics
+    missing = [t for t in topics if t not in existing]
+    if missing:
+        raise TopicError(f"no topic {', '.join(missing)} on {settings.bootstrap}: run `ridestream topics create`")

@@ -168,3 +168,11 @@ def test_local_broker_restart_keeps_topics_messages_and_offsets(tmp_path: Path, 
     finally:
         cli("broker", "stop")
     assert "logs" and LocalBroker(home / "broker").tail(5)
+
+
+def test_services_without_their_topics_say_how_to_create_them(kafka):
+    for args in (["consume", "tip"], ["produce", "--rides", "1"]):
+        proc = subprocess.run([*RIDESTREAM, *args], env=kafka.env(), capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 1
+        assert proc.stderr.strip().startswith("error: no topic ") and "ridestream topics create" in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
