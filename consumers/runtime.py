@@ -17,16 +17,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 from datetime import datetime, timezone
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from consumers.metrics import ServiceMetrics
 from consumers.scoring import RideMemory, ServiceSpec, score_batch
 from shared.artifacts import Model
-from shared.codec import InvalidMessage, decode_event, encode_dict
+from consumers.sinks import KafkaSink, Sink
+from shared.codec import InvalidMessage, decode_event
 from shared.kafka import make_consumer, make_producer
 from shared.settings import Settings
 
@@ -46,7 +48,14 @@ class Runtime:
     def __init__(self, spec: ServiceSpec, settings: Settings, models: dict[str, Model],
                  group_id: str | None = None, input_topic: str | None = None,
                  output_topic: str | None = None, metrics: ServiceMetrics | None = None,
-                 stop_event: threading.Event | None = None):
+                 stop_event: threading.Event | None = None, sink: Sink | None = None,
+                 bounds: dict[tuple[str, int], tuple[int, int]] | None = None,
+                 progress: Callable[[int], None] | None = None,
+                 observe: Callable[[list[Any]], None] | None = None):
+        """``sink`` replaces the Kafka output (replay to a file or a backfill topic). ``bounds``
+        — (topic, partition) → [start, end) offsets — makes a bounded run that reads exactly those
+        ranges without joining a group or committing anything, and stops by itself. ``progress``
+        hears how many messages each batch took; ``observe`` sees each batch's valid events."""
         self.spec = spec
         self.settings = settings
         self.models = models
@@ -57,8 +66,10 @@ class Runtime:
         self.metrics = metrics or ServiceMetrics(spec.name)
         self.memory = RideMemory(spec.memory_size)
         self._stop = stop_event or threading.Event()
-        self._failed = 0
-        self._acked = 0
+        self.sink = sink
+        self.bounds = bounds
+        self.progress = progress
+        self.observe = observe
         self._pending: dict[tuple[str, int], int] = {}  # offsets processed but not yet committed
         self.totals = BatchResult()
         for name in spec.model_names:
@@ -72,36 +83,56 @@ class Runtime:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
-    def run(self, max_batches: int | None = None) -> BatchResult:
+    def run(self) -> BatchResult:
         s = self.settings
         self.consumer = make_consumer(s, self.group_id)
-        self.producer = make_producer(s, **{"message.max.bytes": s.max_message_bytes})
-        self.consumer.subscribe([self.input_topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
-                                on_lost=self._on_lost)
-        batches = 0
+        if self.sink is None:
+            producer = make_producer(s, **{"message.max.bytes": s.max_message_bytes})
+            self.sink = KafkaSink(producer, self.output_topic, self.dlq_topic)
+        remaining: dict[tuple[str, int], int] = {}
+        if self.bounds is None:
+            self.consumer.subscribe([self.input_topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                    on_lost=self._on_lost)
+        else:
+            remaining = {tp: end for tp, (start, end) in self.bounds.items() if end > start}
+            self.consumer.assign([TopicPartition(t, p, self.bounds[(t, p)][0]) for t, p in remaining])
         try:
-            while not self.stopping and (max_batches is None or batches < max_batches):
+            while not self.stopping and (self.bounds is None or remaining):
                 msgs = self.consumer.consume(num_messages=s.batch_size, timeout=s.batch_max_wait_ms / 1000)
+                if self.bounds is not None:
+                    msgs = self._within_bounds(msgs, remaining)
                 if msgs:
                     self.process(msgs)
-                    batches += 1
-                else:
-                    self.producer.poll(0)
+                elif self.bounds is None:
                     self._commit_pending()
         finally:
             self._close()
         return self.totals
 
+    def _within_bounds(self, msgs: list[Message], remaining: dict[tuple[str, int], int]) -> list[Message]:
+        """Drop what lies past each partition's end; a partition whose end is reached is done."""
+        kept = []
+        for msg in msgs:
+            tp = (msg.topic(), msg.partition())
+            end = remaining.get(tp)
+            if msg.error() is None and end is not None and msg.offset() < end:
+                kept.append(msg)
+                if msg.offset() + 1 >= end:
+                    del remaining[tp]
+        return kept
+
     def _close(self) -> None:
-        self._flush()
-        self._commit_pending()
-        self.consumer.close()  # leaves the group: its partitions move at once
+        if self.sink is not None:
+            self.sink.close()
+        if self.bounds is None:
+            self._commit_pending()
+        self.consumer.close()  # leaves the group (if it joined one): its partitions move at once
 
     # --- one batch ---------------------------------------------------------------------------
     def process(self, msgs: Sequence[Message]) -> BatchResult:
         received = time.monotonic()
         result = BatchResult(consumed=len(msgs))
-        events, failed_before = [], self._failed
+        events = []
         next_offsets: dict[tuple[str, int], int] = {}
         first_offsets: dict[tuple[str, int], int] = {}
         for msg in msgs:
@@ -127,25 +158,28 @@ class Runtime:
             events.append(event)
             self.metrics.events_in.labels(self.spec.name, event.event_type).inc()
 
+        if self.observe:
+            self.observe(events)
         scored_at = datetime.now(timezone.utc)
         predictions = score_batch(self.spec, self.models, self.memory, events, scored_at)
         self.metrics.scoring_seconds.labels(self.spec.name).observe(time.monotonic() - received)
         for p in predictions:
-            self._produce(self.output_topic, p["ride_id"].encode(), encode_dict(p))
+            self.sink.emit(p)
         result.predictions = len(predictions)
 
-        self._flush()
-        if self._failed > failed_before:
-            # some prediction was not acknowledged: process these offsets again (same ids)
-            log.warning("%d deliveries failed; reprocessing the batch", self._failed - failed_before)
+        failed = self.sink.flush()  # every prediction and dead letter of the batch is durable…
+        if failed:
+            # …or the batch is processed again, with the same ids
+            log.warning("%d deliveries failed; reprocessing the batch", failed)
             for (topic, partition), offset in first_offsets.items():
                 try:
                     self.consumer.seek(TopicPartition(topic, partition, offset))
                 except KafkaException:  # revoked meanwhile: its new owner starts from the commit
                     pass
             return result
-        self._pending.update(next_offsets)
-        self._commit_pending()
+        if self.bounds is None:  # a bounded run (replay) never commits
+            self._pending.update(next_offsets)
+            self._commit_pending()
         self.metrics.predictions_out.labels(self.spec.name).inc(len(predictions))
         self.metrics.batch_size.labels(self.spec.name).observe(len(msgs))
         self.metrics.latency.labels(self.spec.name).observe(time.monotonic() - received)
@@ -153,6 +187,8 @@ class Runtime:
         self.totals.consumed += result.consumed
         self.totals.predictions += result.predictions
         self.totals.dead_letters += result.dead_letters
+        if self.progress:
+            self.progress(result.consumed)
         return result
 
     def _dead_letter(self, msg: Message, exc: InvalidMessage) -> None:
@@ -161,30 +197,8 @@ class Runtime:
             ("source.topic", msg.topic().encode()), ("source.partition", str(msg.partition()).encode()),
             ("source.offset", str(msg.offset()).encode()), ("service", self.spec.name.encode()),
         ]
-        self._produce(self.dlq_topic, msg.key(), msg.value(), headers)
+        self.sink.dead_letter(msg, headers)
         self.metrics.dlq.labels(self.spec.name, exc.error_type).inc()
-
-    # --- producing ---------------------------------------------------------------------------
-    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
-        if err is None:
-            self._acked += 1
-        else:
-            self._failed += 1
-            log.warning("delivery to %s failed: %s", msg.topic(), err.str())
-
-    def _produce(self, topic: str, key: bytes | None, value: bytes | None,
-                 headers: list[tuple[str, bytes]] | None = None) -> None:
-        while True:
-            try:
-                self.producer.produce(topic, value=value, key=key, headers=headers, on_delivery=self._on_delivery)
-                return
-            except BufferError:  # the local queue is full: wait for the broker, never drop
-                self.producer.poll(0.05)
-
-    def _flush(self) -> None:
-        """Wait until every message produced so far is acknowledged or has failed."""
-        while self.producer.flush(1.0) > 0:
-            log.info("waiting for the broker to acknowledge %d messages", len(self.producer))
 
     # --- offsets and rebalancing -------------------------------------------------------------
     def _commit_pending(self, only: set[tuple[str, int]] | None = None) -> None:

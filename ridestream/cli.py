@@ -11,7 +11,9 @@ from broker.local import BrokerError
 from ridestream import (
     broker_cmd,
     consume_cmd,
+    offsets_cmd,
     produce_cmd,
+    replay_cmd,
     run_cmd,
     schema_cmd,
     topics_cmd,
@@ -34,6 +36,8 @@ app.command("run")(run_cmd.run)
 app.command("produce")(produce_cmd.produce)
 app.command("consume")(consume_cmd.consume)
 app.command("watch")(watch_cmd.watch)
+app.command("replay")(replay_cmd.replay)
+app.add_typer(offsets_cmd.app, name="offsets")
 app.command("train")(train_cmd.train)
 app.command("evaluate")(train_cmd.evaluate)
 

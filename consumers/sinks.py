@@ -1,0 +1,120 @@
+"""Where the runtime's output goes: Kafka topics (live, or a backfill topic) or a file (replay).
+
+The runtime calls ``emit`` for each prediction and ``dead_letter`` for each bad message, then
+``flush``, which waits for everything to be durable and returns how many writes failed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from confluent_kafka import KafkaError, Message, Producer
+
+from shared.codec import encode_dict
+
+FILE_FORMATS = (".parquet", ".csv", ".jsonl")
+
+
+class Sink(Protocol):
+    def emit(self, prediction: dict[str, Any]) -> None: ...
+    def dead_letter(self, msg: Message, headers: list[tuple[str, bytes]]) -> None: ...
+    def flush(self) -> int: ...
+    def close(self) -> None: ...
+
+
+class KafkaSink:
+    """Predictions to ``topic`` keyed by ride_id; bad messages to ``dlq_topic`` (None: counted
+    only, as a replay does — the live services already dead-lettered them)."""
+
+    def __init__(self, producer: Producer, topic: str, dlq_topic: str | None):
+        self.producer = producer
+        self.topic = topic
+        self.dlq_topic = dlq_topic
+        self.failed = 0
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self.failed += 1
+
+    def _produce(self, topic: str, key: bytes | None, value: bytes | None,
+                 headers: list[tuple[str, bytes]] | None = None) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, value=value, key=key, headers=headers, on_delivery=self._on_delivery)
+                return
+            except BufferError:  # the local queue is full: wait for the broker, never drop
+                self.producer.poll(0.05)
+
+    def emit(self, prediction: dict[str, Any]) -> None:
+        self._produce(self.topic, prediction["ride_id"].encode(), encode_dict(prediction))
+
+    def dead_letter(self, msg: Message, headers: list[tuple[str, bytes]]) -> None:
+        if self.dlq_topic:
+            self._produce(self.dlq_topic, msg.key(), msg.value(), headers)
+
+    def flush(self) -> int:
+        while self.producer.flush(1.0) > 0:
+            pass
+        failed, self.failed = self.failed, 0
+        return failed
+
+    def close(self) -> None:
+        self.flush()
+
+
+class FileSink:
+    """Predictions to a Parquet, CSV or JSON Lines file (the suffix picks), written on close."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        if self.path.suffix not in FILE_FORMATS:
+            raise ValueError(f"{path}: the output must end in {', '.join(FILE_FORMATS)}")
+        self.rows: list[dict[str, Any]] = []
+
+    def emit(self, prediction: dict[str, Any]) -> None:
+        self.rows.append(prediction)
+
+    def dead_letter(self, msg: Message, headers: list[tuple[str, bytes]]) -> None:
+        pass
+
+    def flush(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.suffix == ".jsonl":
+            with open(self.path, "wb") as f:
+                for row in self.rows:
+                    f.write(encode_dict(row) + b"\n")
+            return
+        table = predictions_table(self.rows)
+        if self.path.suffix == ".parquet":
+            pq.write_table(table, self.path)
+        else:
+            pacsv.write_csv(table, self.path)
+
+
+_SCHEMA = pa.schema([
+    ("schema_version", pa.int32()), ("prediction_id", pa.string()), ("ride_id", pa.string()),
+    ("event_id", pa.string()), ("service", pa.string()), ("model_version", pa.string()),
+    ("value", pa.float64()), ("unit", pa.string()), ("event_time", pa.timestamp("us", tz="UTC")),
+    ("scored_at", pa.timestamp("us", tz="UTC")), ("remaining_min", pa.float64()),
+])
+
+
+def predictions_table(rows: list[dict[str, Any]]) -> pa.Table:
+    return pa.Table.from_pylist([{k: r.get(k) for k in _SCHEMA.names} for r in rows], schema=_SCHEMA)
+
+
+def read_predictions(path: Path) -> list[dict[str, Any]]:
+    """Read back a file a FileSink wrote."""
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        return [orjson.loads(line) for line in path.read_bytes().splitlines() if line]
+    table = pq.read_table(path) if path.suffix == ".parquet" else pacsv.read_csv(path)
+    return table.to_pylist()
