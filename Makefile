@@ -8,13 +8,19 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test install broker-jars clean
+.PHONY: run test install browser broker-jars clean
 
 run: install
 	$(BIN)/ridestream run
 
-test: install
+test: install browser
 	$(BIN)/pytest
+
+# headless Chromium renders the dashboard in a test; installed from Debian where we are root
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "note: chromium is not installed; the dashboard screenshot test will be skipped"
 
 install: $(VENV)/.installed
 

@@ -9,6 +9,7 @@ import typer
 
 from broker.local import BrokerError
 from ridestream import (
+    batch_cmd,
     broker_cmd,
     consume_cmd,
     offsets_cmd,
@@ -38,6 +39,8 @@ app.command("consume")(consume_cmd.consume)
 app.command("watch")(watch_cmd.watch)
 app.command("replay")(replay_cmd.replay)
 app.add_typer(offsets_cmd.app, name="offsets")
+app.command("score-batch")(batch_cmd.score_batch)
+app.command("report")(batch_cmd.report)
 app.command("train")(train_cmd.train)
 app.command("evaluate")(train_cmd.evaluate)
 
