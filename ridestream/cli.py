@@ -10,6 +10,7 @@ import typer
 from broker.local import BrokerError
 from ridestream import (
     batch_cmd,
+    bench_cmd,
     broker_cmd,
     consume_cmd,
     offsets_cmd,
@@ -41,6 +42,7 @@ app.command("replay")(replay_cmd.replay)
 app.add_typer(offsets_cmd.app, name="offsets")
 app.command("score-batch")(batch_cmd.score_batch)
 app.command("report")(batch_cmd.report)
+app.command("bench")(bench_cmd.bench)
 app.command("train")(train_cmd.train)
 app.command("evaluate")(train_cmd.evaluate)
 

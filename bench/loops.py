@@ -1,0 +1,155 @@
+"""The loops the benchmark compares on the same events, each with its own consumer group:
+
+* passthrough — consume and produce the same bytes, no decoding, no model: the ceiling;
+* ridestream — the shipped tip service (the runtime `ridestream consume tip` runs);
+* naive — the course-style loop: poll one message, validate it, predict one row, produce, commit.
+
+Each returns how many events it scored and the seconds from its first message to its last
+acknowledged output, so start-up and group joins are not counted against anyone.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from confluent_kafka import TopicPartition
+
+from consumers.runtime import Runtime
+from consumers.services import TIP
+from shared import simulator
+from shared.artifacts import Model
+from shared.codec import decode_event, encode_dict
+from shared.events import prediction_id
+from shared.kafka import make_consumer, make_producer
+from shared.settings import Settings
+from shared.tlc import SAMPLE_TRIPS, clean_trips, read_trip_file
+
+
+@dataclass
+class Measure:
+    events: int
+    seconds: float
+
+    @property
+    def per_s(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+
+def ride_requests(n: int, seed: int = 0) -> list[dict]:
+    """``n`` simulated ride_requested events (contract dicts), fitted to the real sample."""
+    cal = simulator.fit(clean_trips(read_trip_file(SAMPLE_TRIPS))[0])
+    rides = simulator.simulate(cal, n, seed=seed)
+    stamps = np.datetime_as_string((rides["requested_s"].to_numpy() * 1000).astype("datetime64[ms]"),
+                                   unit="ms", timezone="UTC").tolist()
+    cols = {c: rides[c].tolist() for c in ("pickup_zone", "dropoff_zone", "trip_distance_mi",
+                                            "passenger_count", "payment_type", "service")}
+    prefix = f"b{seed}"
+    return [{"schema_version": 1, "event_id": f"{prefix}-{i}-req", "event_type": "ride_requested",
+             "ride_id": f"{prefix}-{i}", "event_time": stamps[i], **{c: v[i] for c, v in cols.items()}}
+            for i in range(n)]
+
+
+def preproduce(settings: Settings, topic: str, events: list[dict]) -> None:
+    producer = make_producer(settings)
+    for e in events:
+        while True:
+            try:
+                producer.produce(topic, key=e["ride_id"].encode(), value=encode_dict(e))
+                break
+            except BufferError:
+                producer.poll(0.05)
+    while producer.flush(1.0) > 0:
+        pass
+
+
+def _group(settings: Settings, name: str) -> str:
+    return f"{settings.namespace}bench-{name}-{uuid.uuid4().hex[:6]}"
+
+
+def passthrough(settings: Settings, source: str, sink: str, n: int, timeout: float = 300) -> Measure:
+    consumer = make_consumer(settings, _group(settings, "passthrough"))
+    producer = make_producer(settings)
+    consumer.subscribe([source])
+    moved, started = 0, None
+    deadline = time.monotonic() + timeout
+    while moved < n and time.monotonic() < deadline:
+        msgs = consumer.consume(num_messages=settings.batch_size, timeout=0.1)
+        if not msgs:
+            continue
+        started = started or time.monotonic()
+        last: dict[int, int] = {}
+        for m in msgs:
+            if m.error() is None:
+                while True:
+                    try:
+                        producer.produce(sink, key=m.key(), value=m.value())
+                        break
+                    except BufferError:
+                        producer.poll(0.05)
+                last[m.partition()] = m.offset()
+                moved += 1
+        producer.poll(0)
+        consumer.commit(offsets=[TopicPartition(source, p, o + 1) for p, o in last.items()], asynchronous=True)
+    while producer.flush(1.0) > 0:
+        pass
+    seconds = time.monotonic() - (started or time.monotonic())
+    consumer.close()
+    return Measure(moved, seconds)
+
+
+def shipped(settings: Settings, source: str, sink: str, models: dict[str, Model], n: int, timeout: float = 300) -> Measure:
+    """The tip service's own runtime, as `ridestream consume tip` runs it."""
+    started: list[float] = []
+    runtime = Runtime(TIP, settings, models, group_id=_group(settings, "ridestream"), input_topic=source,
+                      output_topic=sink)
+    process = runtime.process
+
+    def timed(msgs):  # the clock starts when the first batch arrives
+        if not started:
+            started.append(time.monotonic())
+        return process(msgs)
+
+    runtime.process = timed
+    worker = threading.Thread(target=runtime.run, daemon=True)
+    worker.start()
+    deadline = time.monotonic() + timeout
+    while runtime.totals.predictions < n and time.monotonic() < deadline and worker.is_alive():
+        time.sleep(0.01)
+    ended = time.monotonic()
+    runtime.stop()
+    worker.join(60)
+    return Measure(runtime.totals.predictions, ended - started[0] if started else 0.0)
+
+
+def naive(settings: Settings, source: str, sink: str, model: Model, n: int, max_seconds: float = 20.0) -> Measure:
+    """One message at a time: poll, validate, predict one row, produce (and wait), commit."""
+    consumer = make_consumer(settings, _group(settings, "naive"))
+    producer = make_producer(settings, **{"linger.ms": 0})
+    consumer.subscribe([source])
+    done, started = 0, None
+    deadline = time.monotonic() + max_seconds + 30
+    while done < n and time.monotonic() < deadline:
+        msg = consumer.poll(0.1)
+        if msg is None or msg.error():
+            continue
+        if started is None:
+            started = time.monotonic()
+            deadline = started + max_seconds  # bounded in time as well as in count
+        event = decode_event(msg.value())
+        value = float(model.predict_events([event])[0])
+        prediction = {"schema_version": 1, "prediction_id": prediction_id("tip", model.version, event.event_id),
+                      "ride_id": event.ride_id, "event_id": event.event_id, "service": "tip",
+                      "model_version": model.version, "value": round(value, 3), "unit": "usd",
+                      "event_time": event.event_time, "scored_at": pd.Timestamp.now(tz="UTC").to_pydatetime()}
+        producer.produce(sink, key=msg.key(), value=encode_dict(prediction))
+        producer.flush(10)
+        consumer.commit(message=msg, asynchronous=False)
+        done += 1
+    seconds = time.monotonic() - (started or time.monotonic())
+    consumer.close()
+    return Measure(done, seconds)

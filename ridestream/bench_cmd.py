@@ -1,0 +1,34 @@
+"""``ridestream bench``: the tip service's throughput side by side with the ceiling and the naive loop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.markdown import Markdown
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from bench.run import BenchConfig, markdown, run as run_bench, write
+from ridestream.broker_cmd import ensure_local_broker
+from ridestream.console import out
+from shared.kafka import ensure_reachable, make_admin
+from shared.settings import load_settings
+
+
+def bench(
+    events: int = typer.Option(200_000, help="ride_requested events to pre-produce"),
+    repeat: int = typer.Option(3, help="runs of each loop"),
+    naive_events: int = typer.Option(3000, help="most events the naive loop processes per run"),
+    output: Path = typer.Option(Path("bench/results/latest.json"), help="JSON; .md and .png beside it"),
+) -> None:
+    """Measure, in one run on the same events: passthrough, ridestream, naive; print the ratios."""
+    settings = load_settings()
+    ensure_local_broker(settings)
+    ensure_reachable(make_admin(settings), settings)
+    cfg = BenchConfig(events=events, repeat=repeat, naive_events=naive_events)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=out) as bar:
+        task = bar.add_task("starting", total=None)
+        result = run_bench(settings, cfg, phase=lambda text: bar.update(task, description=text))
+    paths = write(result, output)
+    out.print(Markdown(markdown(result)))
+    out.print("wrote " + ", ".join(str(p) for p in paths))
