@@ -15,6 +15,7 @@ Promises (DESIGN.md):
 from __future__ import annotations
 
 import logging
+from collections import Counter
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -156,8 +157,9 @@ class Runtime:
                 result.dead_letters += 1
                 continue
             events.append(event)
-            self.metrics.events_in.labels(self.spec.name, event.event_type).inc()
 
+        for event_type, count in Counter(e.event_type for e in events).items():  # once per type, not per event
+            self.metrics.events_in.labels(self.spec.name, event_type).inc(count)
         if self.observe:
             self.observe(events)
         scored_at = datetime.now(timezone.utc)

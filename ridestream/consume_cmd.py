@@ -29,7 +29,7 @@ def parse_versions(pins: list[str] | None) -> dict[str, str]:
 def consume(
     service: str = typer.Argument(..., help="duration, tip or cost"),
     group: str = typer.Option(None, help="consumer group (default ridestream-<service>)"),
-    batch_size: int = typer.Option(None, help="most messages per batch (default 2000)"),
+    batch_size: int = typer.Option(None, help="most messages per batch (default 10000)"),
     metrics_port: int = typer.Option(None, help="serve /metrics on this port (0 = off)"),
     model: list[str] = typer.Option(None, "--model", help="MODEL=VERSION|PATH, to pin a model version"),
 ) -> None:

@@ -132,3 +132,12 @@ def test_prediction_round_trip_and_deterministic_ids():
     assert Prediction.model_validate_json(encode(p)) == p
     with pytest.raises(ValueError):
         Prediction.model_validate_json(encode(p).replace(b'"usd"', b'"eur"'))
+
+
+def test_prediction_ids_are_uuid5():
+    import uuid
+
+    from shared.events import _PREDICTION_NAMESPACE
+
+    for args in (("tip", "v1", "e-1"), ("duration.initial", "v61c22783c0", "sim-123-req"), ("cost", "é", "ü")):
+        assert prediction_id(*args) == str(uuid.uuid5(_PREDICTION_NAMESPACE, "\x1f".join(args)))
