@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import statistics
+import tempfile
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from bench import fleet  # noqa: E402
+from bench.fleet import Latency  # noqa: E402
 from bench.loops import Measure, naive, passthrough, preproduce, ride_requests, shipped  # noqa: E402
 from shared.artifacts import load_model  # noqa: E402
 from shared.kafka import make_admin  # noqa: E402
@@ -33,12 +36,29 @@ class BenchConfig:
     naive_events: int = 3000  # the naive loop is bounded in count…
     naive_seconds: float = 20.0  # …and in time
     partitions: int = 6
+    latency_rates: tuple[float | None, ...] = (1000.0, 5000.0, None)  # None: as fast as possible
+    latency_seconds: float = 10.0
+    process_events: int = 100_000  # one process vs two
+    fleet: bool = True  # the separate-process phases (latency, processes, replay)
 
 
 @dataclass
 class BenchResult:
     config: BenchConfig
     runs: dict[str, list[Measure]] = field(default_factory=dict)
+    latency: dict[str, list[Latency]] = field(default_factory=dict)
+    processes: dict[str, list[Measure]] = field(default_factory=dict)
+    replay: list[Measure] = field(default_factory=list)
+
+    def latency_summary(self) -> dict[str, dict[str, float]]:
+        return {rate: {q: statistics.median(getattr(x, q) for x in runs) for q in ("p50_ms", "p95_ms", "p99_ms")}
+                for rate, runs in self.latency.items()}
+
+    def processes_summary(self) -> dict[str, float]:
+        out = {n: statistics.median(m.per_s for m in runs) for n, runs in self.processes.items()}
+        if "1" in out and "2" in out and out["1"]:
+            out["two_vs_one"] = out["2"] / out["1"]
+        return out
 
     def median(self, loop: str) -> float:
         return statistics.median(m.per_s for m in self.runs[loop])
@@ -60,7 +80,10 @@ class BenchResult:
             "spread_events_per_s": {loop: [round(x, 1) for x in self.spread(loop)] for loop in self.runs},
             "runs": {loop: [{"events": m.events, "seconds": round(m.seconds, 4)} for m in ms] for loop, ms in self.runs.items()},
             "ratios": {k: round(v, 3) for k, v in self.ratios().items()},
-            "latency_ms": {},
+            "latency_ms": self.latency_summary(),
+            "latency_runs": {r: [x.__dict__ for x in runs] for r, runs in self.latency.items()},
+            "processes_events_per_s": self.processes_summary(),
+            "replay_events_per_s": statistics.median(m.per_s for m in self.replay) if self.replay else None,
             "config": self.config.__dict__,
             "machine": machine(),
         }
@@ -88,6 +111,19 @@ def run(settings: Settings, cfg: BenchConfig, phase: Callable[[str], None] = lam
         result.runs["batched"].append(shipped(settings, source, sink, {"tip": model}, cfg.events))
         phase(f"round {i + 1}/{cfg.repeat}: naive")
         result.runs["naive"].append(naive(settings, source, sink, model, cfg.naive_events, cfg.naive_seconds))
+        if not cfg.fleet:
+            continue
+        for rate in cfg.latency_rates:
+            label = "max" if rate is None else str(int(rate))
+            phase(f"round {i + 1}/{cfg.repeat}: end-to-end latency at {label} events/s")
+            result.latency.setdefault(label, []).append(fleet.latency(settings, rate, cfg.latency_seconds, seed=10 + i))
+        events = ride_requests(cfg.process_events, seed=20 + i)
+        for n in (1, 2):
+            phase(f"round {i + 1}/{cfg.repeat}: {n} tip process(es)")
+            result.processes.setdefault(str(n), []).append(fleet.processes_throughput(settings, events, n))
+        phase(f"round {i + 1}/{cfg.repeat}: replay")
+        with tempfile.TemporaryDirectory() as tmp:
+            result.replay.append(fleet.replay_throughput(settings, source, Path(tmp) / "replay.jsonl"))
     return result
 
 
@@ -107,6 +143,19 @@ def markdown(result: BenchResult) -> str:
     r = result.ratios()
     lines += ["", f"ridestream = {r['batched_vs_passthrough']:.0%} of the passthrough ceiling, "
                   f"{r['batched_vs_naive']:.0f}× the naive loop."]
+    if result.latency:
+        lines += ["", "End-to-end latency, event produced → prediction produced (one tip process, median of runs):", "",
+                  "| offered events/s | p50 ms | p95 ms | p99 ms |", "|---|---|---|---|"]
+        for rate, q in result.latency_summary().items():
+            lines.append(f"| {rate} | {q['p50_ms']:.1f} | {q['p95_ms']:.1f} | {q['p99_ms']:.1f} |")
+    if result.processes:
+        p = result.processes_summary()
+        lines += ["", f"Separate `ridestream consume tip` processes on {result.config.process_events:,} events: "
+                      f"one {p.get('1', 0):,.0f} events/s, two {p.get('2', 0):,.0f} events/s "
+                      f"({p.get('two_vs_one', 0):.2f}×, on {machine()['cores']} cores shared with the broker)."]
+    if result.replay:
+        lines += ["", f"Replay of the {result.config.events:,} events to a file: "
+                      f"{statistics.median(m.per_s for m in result.replay):,.0f} events/s."]
     return "\n".join(lines) + "\n"
 
 

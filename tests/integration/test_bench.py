@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 
 from bench.run import LOOPS, BenchConfig, run, write
-from tests.integration.fleet import read_all
 
 
 def test_quick_bench_runs_every_loop_on_the_same_events(kafka, tmp_path):
-    cfg = BenchConfig(events=3000, repeat=1, naive_events=150, naive_seconds=10, partitions=3)
+    cfg = BenchConfig(events=3000, repeat=1, naive_events=150, naive_seconds=10, partitions=3,
+                      latency_rates=(500.0,), latency_seconds=2, process_events=2000)
     phases: list[str] = []
     result = run(kafka.settings, cfg, phase=phases.append)
     assert [m.events for m in result.runs["passthrough"]] == [3000]
@@ -18,10 +18,16 @@ def test_quick_bench_runs_every_loop_on_the_same_events(kafka, tmp_path):
     assert 0 < result.runs["naive"][0].events <= 150
     assert all(m.seconds > 0 for ms in result.runs.values() for m in ms)
     assert any("passthrough" in p for p in phases) and any("naive" in p for p in phases)
+    lat = result.latency["500"][0]
+    assert lat.events == 1000 and 0 < lat.p50_ms <= lat.p95_ms <= lat.p99_ms  # every offered event scored
+    assert [m.events for m in result.processes["1"]] == [2000] and [m.events for m in result.processes["2"]] == [2000]
+    assert result.replay[0].events == 3000
 
     paths = write(result, tmp_path / "bench.json")
     data = json.loads(paths[0].read_text())
     assert set(data["events_per_s"]) == set(LOOPS)
     assert {"cores", "memory_gib", "cpu"} <= set(data["machine"])
+    assert set(data["latency_ms"]["500"]) == {"p50_ms", "p95_ms", "p99_ms"}
+    assert data["processes_events_per_s"]["two_vs_one"] > 0 and data["replay_events_per_s"] > 0
     assert "| batched |" in paths[1].read_text()
     assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

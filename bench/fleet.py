@@ -1,0 +1,150 @@
+"""Benchmarks of the service as separate processes (`ridestream consume tip`, as users run it):
+end-to-end latency at offered rates, one process vs two, and replay throughput.
+
+Times come from the broker's own records: each message's timestamp is set when its producer
+hands it over, so a prediction's timestamp minus its event's is the time from the event being
+produced to the prediction being produced (the acknowledgement follows within a millisecond on a
+local broker).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import orjson
+from confluent_kafka import TopicPartition
+
+from bench.loops import Measure, ride_requests
+from consumers.replay import plan, replay
+from consumers.services import TIP
+from consumers.sinks import FileSink
+from shared.artifacts import load_model
+from shared.codec import encode_dict
+from shared.kafka import make_admin, make_consumer, make_producer
+from shared.settings import Settings
+from shared.topics import create_topics
+
+RIDESTREAM = [sys.executable, "-m", "ridestream.cli"]
+
+
+def contract_topics(settings: Settings, label: str) -> Settings:
+    """Settings of a fresh namespace whose contract topics exist: `ridestream consume tip` run
+    with it reads ``<ns>rides.events`` and writes ``<ns>rides.predictions.tip``."""
+    scoped = settings.model_copy(update={"namespace": f"{settings.namespace}bench-{label}-{time.monotonic_ns()}."})
+    create_topics(make_admin(scoped), scoped.topic_specs())
+    return scoped
+
+
+def start_services(settings: Settings, n: int) -> list[subprocess.Popen]:
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap, "RIDESTREAM_NAMESPACE": settings.namespace,
+           "RIDESTREAM_BATCH_MAX_WAIT_MS": "5", "RIDESTREAM_SESSION_TIMEOUT_MS": "6000"}
+    return [subprocess.Popen([*RIDESTREAM, "consume", "tip"], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(n)]
+
+
+def stop_services(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def read_timestamps(settings: Settings, topic: str, expect: int, timeout: float) -> dict[str, int]:
+    """event_id → message timestamp (ms) of every message in ``topic``, waiting for ``expect``."""
+    consumer = make_consumer(settings, f"{settings.namespace}bench-reader-{time.monotonic_ns()}")
+    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, 0) for p in parts])
+    seen: dict[str, int] = {}
+    deadline = time.monotonic() + timeout
+    while len(seen) < expect and time.monotonic() < deadline:
+        for msg in consumer.consume(num_messages=10_000, timeout=0.5):
+            if msg.error() is None:
+                seen[orjson.loads(msg.value())["event_id"]] = msg.timestamp()[1]
+    consumer.close()
+    return seen
+
+
+@dataclass
+class Latency:
+    offered_per_s: float | None
+    events: int
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+
+
+def offer(settings: Settings, topic: str, events: list[dict], rate: float | None) -> None:
+    """Produce ``events`` at ``rate`` a second (None: as fast as possible)."""
+    producer = make_producer(settings, **{"linger.ms": 1})
+    t0 = time.monotonic()
+    for i, e in enumerate(events):
+        if rate and i % 20 == 0:
+            delay = t0 + i / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        while True:
+            try:
+                producer.produce(topic, key=e["ride_id"].encode(), value=encode_dict(e))
+                break
+            except BufferError:
+                producer.poll(0.01)
+        producer.poll(0)
+    producer.flush(60)
+
+
+def latency(settings: Settings, rate: float | None, seconds: float, seed: int) -> Latency:
+    """One tip process, warmed up; then events offered at ``rate`` for ``seconds``."""
+    scoped = contract_topics(settings, f"latency-{int(rate or 0)}")
+    source, sink = scoped.topics.events, scoped.topics.predictions("tip")
+    procs = start_services(scoped, 1)
+    try:
+        warm = ride_requests(200, seed=seed + 1000)
+        offer(scoped, source, warm, None)
+        read_timestamps(scoped, sink, len(warm), 120)  # the process is up and has scored
+        events = ride_requests(int((rate or 50_000) * seconds), seed=seed)
+        offer(scoped, source, events, rate)
+        ids = {e["event_id"] for e in events}
+        produced = {k: v for k, v in read_timestamps(scoped, source, len(ids) + len(warm), 60).items() if k in ids}
+        scored = {k: v for k, v in read_timestamps(scoped, sink, len(ids) + len(warm), 120).items() if k in ids}
+    finally:
+        stop_services(procs)
+    delays = np.array([scored[k] - produced[k] for k in scored if k in produced], dtype=float)
+    p50, p95, p99 = np.percentile(delays, [50, 95, 99]) if len(delays) else (np.nan,) * 3
+    return Latency(rate, len(delays), round(float(p50), 1), round(float(p95), 1), round(float(p99), 1))
+
+
+def processes_throughput(settings: Settings, events: list[dict], processes: int) -> Measure:
+    """``processes`` tip processes share pre-produced events; the rate is taken from the first
+    to the last prediction's broker timestamp (start-up and group joins not counted)."""
+    scoped = contract_topics(settings, f"procs-{processes}")
+    offer(scoped, scoped.topics.events, events, None)
+    procs = start_services(scoped, processes)
+    try:
+        stamps = sorted(read_timestamps(scoped, scoped.topics.predictions("tip"), len(events), 300).values())
+    finally:
+        stop_services(procs)
+    return Measure(len(stamps), (stamps[-1] - stamps[0]) / 1000 if len(stamps) > 1 else 0.0)
+
+
+def replay_throughput(settings: Settings, source: str, path) -> Measure:
+    """The replay command's path over the whole pre-produced range, to a file."""
+    ranges = plan(settings, "earliest", "latest", topic=source)
+    started: list[float] = []
+    done = [0]
+
+    def progress(n: int) -> None:
+        if not started:
+            started.append(time.monotonic())
+        done[0] += n
+
+    replay(settings, TIP, {"tip": load_model("tip")}, ranges, FileSink(path), progress=progress)
+    return Measure(done[0], time.monotonic() - started[0] if started else 0.0)
