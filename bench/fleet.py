@@ -26,7 +26,7 @@ from consumers.services import TIP
 from consumers.sinks import FileSink
 from shared.artifacts import load_model
 from shared.codec import encode_dict
-from shared.kafka import make_admin, make_consumer, make_producer
+from shared.kafka import make_admin, make_consumer, make_producer, produce
 from shared.settings import Settings
 from shared.topics import create_topics
 
@@ -91,12 +91,7 @@ def offer(settings: Settings, topic: str, events: list[dict], rate: float | None
             delay = t0 + i / rate - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-        while True:
-            try:
-                producer.produce(topic, key=e["ride_id"].encode(), value=encode_dict(e))
-                break
-            except BufferError:
-                producer.poll(0.01)
+        produce(producer, topic, encode_dict(e), e["ride_id"].encode())
         producer.poll(0)
     producer.flush(60)
 

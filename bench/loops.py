@@ -25,7 +25,7 @@ from shared import simulator
 from shared.artifacts import Model
 from shared.codec import decode_event, encode_dict
 from shared.events import prediction_id
-from shared.kafka import make_consumer, make_producer
+from shared.kafka import make_consumer, make_producer, produce
 from shared.settings import Settings
 from shared.tlc import SAMPLE_TRIPS, clean_trips, read_trip_file
 
@@ -57,12 +57,7 @@ def ride_requests(n: int, seed: int = 0) -> list[dict]:
 def preproduce(settings: Settings, topic: str, events: list[dict]) -> None:
     producer = make_producer(settings)
     for e in events:
-        while True:
-            try:
-                producer.produce(topic, key=e["ride_id"].encode(), value=encode_dict(e))
-                break
-            except BufferError:
-                producer.poll(0.05)
+        produce(producer, topic, encode_dict(e), e["ride_id"].encode())
     while producer.flush(1.0) > 0:
         pass
 
@@ -85,12 +80,7 @@ def passthrough(settings: Settings, source: str, sink: str, n: int, timeout: flo
         last: dict[int, int] = {}
         for m in msgs:
             if m.error() is None:
-                while True:
-                    try:
-                        producer.produce(sink, key=m.key(), value=m.value())
-                        break
-                    except BufferError:
-                        producer.poll(0.05)
+                produce(producer, sink, m.value(), m.key())
                 last[m.partition()] = m.offset()
                 moved += 1
         producer.poll(0)

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 from confluent_kafka import KafkaError, Message, Producer
 
 from shared.codec import encode_dict
+from shared.kafka import produce
 
 FILE_FORMATS = (".parquet", ".csv", ".jsonl")
 
@@ -41,21 +42,14 @@ class KafkaSink:
         if err is not None:
             self.failed += 1
 
-    def _produce(self, topic: str, key: bytes | None, value: bytes | None,
-                 headers: list[tuple[str, bytes]] | None = None) -> None:
-        while True:
-            try:
-                self.producer.produce(topic, value=value, key=key, headers=headers, on_delivery=self._on_delivery)
-                return
-            except BufferError:  # the local queue is full: wait for the broker, never drop
-                self.producer.poll(0.05)
-
     def emit(self, prediction: dict[str, Any]) -> None:
-        self._produce(self.topic, prediction["ride_id"].encode(), encode_dict(prediction))
+        produce(self.producer, self.topic, encode_dict(prediction), prediction["ride_id"].encode(),
+                on_delivery=self._on_delivery)
 
     def dead_letter(self, msg: Message, headers: list[tuple[str, bytes]]) -> None:
         if self.dlq_topic:
-            self._produce(self.dlq_topic, msg.key(), msg.value(), headers)
+            produce(self.producer, self.dlq_topic, msg.value(), msg.key(), headers=headers,
+                    on_delivery=self._on_delivery)
 
     def flush(self) -> int:
         while self.producer.flush(1.0) > 0:

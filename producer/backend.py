@@ -17,7 +17,7 @@ from shared.artifacts import Model
 from shared.codec import encode_dict
 from shared.events import prediction_id
 from shared.features import request_columns
-from shared.kafka import make_producer
+from shared.kafka import make_producer, produce
 from shared.settings import Settings
 
 INITIAL_SERVICE_ID = "duration.initial"  # prediction ids of the backend's estimates differ from the service's
@@ -56,14 +56,8 @@ class Backend:
             self.stats.failed += 1
 
     def _produce(self, topic: str, key: bytes, value: bytes, timestamp_ms: int) -> None:
-        while True:
-            try:
-                self.producer.produce(topic, value=value, key=key, timestamp=timestamp_ms,
-                                      on_delivery=self._on_delivery)
-                self.stats.produced += 1
-                return
-            except BufferError:  # never drop: wait for the broker to take what is queued
-                self.producer.poll(0.05)
+        produce(self.producer, topic, value, key, timestamp=timestamp_ms, on_delivery=self._on_delivery)
+        self.stats.produced += 1
 
     def stamp_initial(self, chunk: Chunk) -> None:
         """Estimate every request of the chunk with one ``predict`` and stamp it on the request."""

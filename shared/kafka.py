@@ -36,6 +36,17 @@ def make_producer(settings: Settings, **overrides: Any) -> Producer:
     return Producer(_base(settings, conf))
 
 
+def produce(producer: Producer, topic: str, value: bytes | None, key: bytes | None = None, **kwargs: Any) -> None:
+    """Produce one message; while the local queue is full, serve delivery reports and wait —
+    never drop."""
+    while True:
+        try:
+            producer.produce(topic, value=value, key=key, **kwargs)
+            return
+        except BufferError:
+            producer.poll(0.05)
+
+
 def make_consumer(settings: Settings, group_id: str, **overrides: Any) -> Consumer:
     """A consumer whose offsets are committed only by the caller (never automatically), with
     cooperative-sticky rebalancing so adding a replica does not stop the others."""
