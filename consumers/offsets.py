@@ -44,11 +44,17 @@ def partitions(consumer: Consumer, topic: str) -> list[int]:
     return sorted(meta.partitions)
 
 
-def resolve(consumer: Consumer, topic: str, position: Position) -> dict[int, int]:
+def watermarks(consumer: Consumer, topic: str) -> dict[int, tuple[int, int]]:
+    return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in partitions(consumer, topic)}
+
+
+def resolve(consumer: Consumer, topic: str, position: Position,
+            marks: dict[int, tuple[int, int]] | None = None) -> dict[int, int]:
     """Partition → offset for a position. A time gives each partition's first offset at or after
-    it (the end, where there is none); an explicit list names only its own partitions."""
-    parts = partitions(consumer, topic)
-    marks = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in parts}
+    it (the end, where there is none); an explicit list names only its own partitions.
+    ``marks`` (the watermarks read once) makes several positions agree on what "latest" is."""
+    marks = marks or watermarks(consumer, topic)
+    parts = sorted(marks)
     if position == "earliest":
         return {p: low for p, (low, _) in marks.items()}
     if position == "latest":
@@ -65,8 +71,9 @@ def resolve(consumer: Consumer, topic: str, position: Position) -> dict[int, int
 
 def bounds(consumer: Consumer, topic: str, start: Position, end: Position) -> dict[tuple[str, int], tuple[int, int]]:
     """[start, end) per partition, fixed now: a replay over them always stops by itself."""
-    first = resolve(consumer, topic, start)
-    last = resolve(consumer, topic, end)
+    marks = watermarks(consumer, topic)  # one reading: "latest" means the same on both sides
+    first = resolve(consumer, topic, start, marks)
+    last = resolve(consumer, topic, end, marks)
     # an explicit partition:offset list on either side limits the replay to its partitions
     return {(topic, p): (first[p], max(last[p], first[p])) for p in sorted(set(first) & set(last))}
 
