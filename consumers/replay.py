@@ -26,8 +26,9 @@ ACTUAL = {"duration": lambda c: c.duration_min, "tip": lambda c: c.tip_amount,
 
 
 def pick_models(spec: ServiceSpec, choices: list[str] | None) -> dict[str, Model]:
-    """The service's models: the current ones, except those a choice names — ``NAME=VERSION``,
-    a bare version id of one of the service's models, or an artifact folder."""
+    """The service's models (for `consume` and `replay`): the current ones, except those a
+    choice names — ``NAME=VERSION``, a bare version id of one of the service's models, or an
+    artifact folder."""
     versions: dict[str, str] = {}
     for choice in choices or []:
         name, sep, version = choice.partition("=")

@@ -15,20 +15,20 @@ Promises (DESIGN.md):
 from __future__ import annotations
 
 import logging
-from collections import Counter
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 from datetime import datetime, timezone
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from consumers.metrics import ServiceMetrics
 from consumers.scoring import RideMemory, ServiceSpec, score_batch
-from shared.artifacts import Model
 from consumers.sinks import KafkaSink, Sink
+from shared.artifacts import Model
 from shared.codec import InvalidMessage, decode_event
 from shared.kafka import make_consumer, make_producer
 from shared.settings import Settings
@@ -240,10 +240,3 @@ class Runtime:
                 continue
             if high >= 0:
                 self.metrics.lag.labels(self.spec.name, str(partition)).set(max(high - offset, 0))
-
-
-def load_service_models(spec: ServiceSpec, versions: dict[str, str] | None = None) -> dict[str, Model]:
-    from shared.artifacts import load_model
-
-    versions = versions or {}
-    return {name: load_model(name, versions.get(name)) for name in spec.model_names}

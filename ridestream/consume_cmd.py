@@ -7,7 +7,8 @@ import threading
 
 import typer
 
-from consumers.runtime import Runtime, load_service_models
+from consumers.replay import pick_models
+from consumers.runtime import Runtime
 from consumers.services import SERVICE_SPECS
 from ridestream.console import err
 from shared.kafka import make_admin, require_topics
@@ -15,23 +16,12 @@ from shared.settings import load_settings
 from shared.topics import SERVICES
 
 
-def parse_versions(pins: list[str] | None) -> dict[str, str]:
-    """``name=VERSION|PATH`` pairs."""
-    versions = {}
-    for pin in pins or []:
-        name, sep, version = pin.partition("=")
-        if not sep or not version:
-            raise typer.BadParameter(f"{pin!r}: expected MODEL=VERSION, e.g. tip=v61a4d78244")
-        versions[name] = version
-    return versions
-
-
 def consume(
     service: str = typer.Argument(..., help="duration, tip or cost"),
     group: str = typer.Option(None, help="consumer group (default ridestream-<service>)"),
     batch_size: int = typer.Option(None, help="most messages per batch (default 10000)"),
     metrics_port: int = typer.Option(None, help="serve /metrics on this port (0 = off)"),
-    model: list[str] = typer.Option(None, "--model", help="MODEL=VERSION|PATH, to pin a model version"),
+    model: list[str] = typer.Option(None, "--model", help="VERSION, NAME=VERSION or an artifact folder, to pin a model"),
 ) -> None:
     """Run one process of a service until SIGTERM or Ctrl-C, which drain it cleanly."""
     stopping = threading.Event()  # set by SIGTERM/Ctrl-C, even before the runtime exists
@@ -42,7 +32,7 @@ def consume(
     overrides = {"batch_size": batch_size, "metrics_port": metrics_port}
     settings = load_settings(**{k: v for k, v in overrides.items() if v is not None})
     spec = SERVICE_SPECS[service]  # type: ignore[index]
-    models = load_service_models(spec, parse_versions(model))
+    models = pick_models(spec, model)
     runtime = Runtime(spec, settings, models, group_id=group, stop_event=stopping)
     require_topics(make_admin(settings), settings, [runtime.input_topic, runtime.output_topic, runtime.dlq_topic])
     runtime.metrics.serve(settings.metrics_port)
