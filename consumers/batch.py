@@ -31,7 +31,7 @@ from sqlalchemy import (
 
 from shared.artifacts import Model, load_model
 from shared.features import request_columns
-from shared.tlc import clean_trips, epoch_seconds, expand_paths, local_hour_weekday, read_trip_file
+from shared.tlc import clean_trips, expand_paths, local_hour_weekday, read_trip_file
 from shared.zones import borough_of
 
 # the model each service answers a ride request with, and the actual it is judged against
