@@ -13,10 +13,10 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from datetime import datetime, timezone
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 from confluent_kafka import TopicPartition
 
 from consumers.runtime import Runtime
@@ -24,7 +24,7 @@ from consumers.services import TIP
 from shared import simulator
 from shared.artifacts import Model
 from shared.codec import decode_event, encode_dict
-from shared.events import prediction_id
+from shared.events import prediction_record
 from shared.kafka import make_consumer, make_producer, produce
 from shared.settings import Settings
 from shared.tlc import SAMPLE_TRIPS, clean_trips, read_trip_file
@@ -132,10 +132,8 @@ def naive(settings: Settings, source: str, sink: str, model: Model, n: int, max_
             deadline = started + max_seconds  # bounded in time as well as in count
         event = decode_event(msg.value())
         value = float(model.predict_events([event])[0])
-        prediction = {"schema_version": 1, "prediction_id": prediction_id("tip", model.version, event.event_id),
-                      "ride_id": event.ride_id, "event_id": event.event_id, "service": "tip",
-                      "model_version": model.version, "value": round(value, 3), "unit": "usd",
-                      "event_time": event.event_time, "scored_at": pd.Timestamp.now(tz="UTC").to_pydatetime()}
+        prediction = prediction_record("tip", model.version, event.ride_id, event.event_id, event.event_time,
+                                       round(value, 3), datetime.now(timezone.utc))
         producer.produce(sink, key=msg.key(), value=encode_dict(prediction))
         producer.flush(10)
         consumer.commit(message=msg, asynchronous=False)

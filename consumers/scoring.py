@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from shared.artifacts import Model
-from shared.events import UNITS, prediction_id
+from shared.events import UNITS, prediction_record
 from shared.topics import Service
 
 Answer = tuple[np.ndarray, np.ndarray | None]  # values, remaining minutes (or None)
@@ -101,16 +101,10 @@ def score_batch(spec: ServiceSpec, models: dict[str, Model], memory: RideMemory,
         values = np.round(values, 3).tolist()
         remaining = None if remaining is None else np.round(remaining, 3).tolist()
         for i, event in enumerate(batch):
-            p = {
-                "schema_version": 1,
-                "prediction_id": prediction_id(spec.name, model.version, event.event_id),
-                "ride_id": event.ride_id, "event_id": event.event_id, "service": spec.name,
-                "model_version": model.version, "value": values[i], "unit": spec.unit,
-                "event_time": event.event_time, "scored_at": scored_at,
-            }
-            if remaining is not None:
-                p["remaining_min"] = remaining[i]
-            predictions.append(p)
+            predictions.append(prediction_record(
+                spec.name, model.version, event.ride_id, event.event_id, event.event_time, values[i], scored_at,
+                remaining_min=None if remaining is None else remaining[i],
+            ))
     if spec.forget_on and spec.forget_on in by_type:
         memory.forget([e.ride_id for e in by_type[spec.forget_on]])
     return predictions

@@ -15,7 +15,7 @@ import numpy as np
 from producer.sources import Chunk
 from shared.artifacts import Model
 from shared.codec import encode_dict
-from shared.events import prediction_id
+from shared.events import prediction_record
 from shared.features import request_columns
 from shared.kafka import make_producer, produce
 from shared.settings import Settings
@@ -69,13 +69,10 @@ class Backend:
                 event["initial_duration_min"] = by_ride[int(event["ride_id"].rsplit("-", 1)[1])]
 
     def initial_prediction(self, request: dict) -> dict:
-        return {
-            "schema_version": 1,
-            "prediction_id": prediction_id(INITIAL_SERVICE_ID, self.model.version, request["event_id"]),
-            "ride_id": request["ride_id"], "event_id": request["event_id"], "service": "duration",
-            "model_version": self.model.version, "value": request["initial_duration_min"], "unit": "min",
-            "event_time": request["event_time"], "scored_at": datetime.now(timezone.utc), "initial": True,
-        }
+        return prediction_record(
+            "duration", self.model.version, request["ride_id"], request["event_id"], request["event_time"],
+            request["initial_duration_min"], datetime.now(timezone.utc), id_service=INITIAL_SERVICE_ID, initial=True,
+        )
 
     def publish(self, chunks: Iterable[Chunk], rate: float = 0.0, speedup: float | None = None,
                 live: bool = False, on_progress: Callable[[PublishStats], None] | None = None) -> PublishStats:

@@ -136,3 +136,22 @@ def prediction_id(service: str, model_version: str, event_id: str) -> str:
     digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
     h = digest.hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def prediction_record(service: Service, model_version: str, ride_id: str, event_id: str, event_time: Any,
+                      value: float, scored_at: Any, *, id_service: str | None = None,
+                      remaining_min: float | None = None, initial: bool | None = None) -> dict[str, Any]:
+    """A prediction in contract shape, as a plain dict ready for :func:`shared.codec.encode_dict`
+    (the hot paths skip building models). Optional fields appear only when given; ``id_service``
+    keeps the backend's initial estimates from sharing ids with the duration service's."""
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "prediction_id": prediction_id(id_service or service, model_version, event_id),
+        "ride_id": ride_id, "event_id": event_id, "service": service, "model_version": model_version,
+        "value": value, "unit": UNITS[service], "event_time": event_time, "scored_at": scored_at,
+    }
+    if remaining_min is not None:
+        record["remaining_min"] = remaining_min
+    if initial is not None:
+        record["initial"] = initial
+    return record
