@@ -25,7 +25,7 @@ from shared import simulator
 from shared.artifacts import Model
 from shared.codec import decode_event, encode_dict
 from shared.events import prediction_record
-from shared.kafka import make_consumer, make_producer, produce
+from shared.kafka import flush_all, make_consumer, make_producer, produce
 from shared.settings import Settings
 from shared.tlc import SAMPLE_TRIPS, clean_trips, read_trip_file
 
@@ -58,8 +58,7 @@ def preproduce(settings: Settings, topic: str, events: list[dict]) -> None:
     producer = make_producer(settings)
     for e in events:
         produce(producer, topic, encode_dict(e), e["ride_id"].encode())
-    while producer.flush(1.0) > 0:
-        pass
+    flush_all(producer)
 
 
 def _group(settings: Settings, name: str) -> str:
@@ -85,8 +84,7 @@ def passthrough(settings: Settings, source: str, sink: str, n: int, timeout: flo
                 moved += 1
         producer.poll(0)
         consumer.commit(offsets=[TopicPartition(source, p, o + 1) for p, o in last.items()], asynchronous=True)
-    while producer.flush(1.0) > 0:
-        pass
+    flush_all(producer)
     seconds = time.monotonic() - (started or time.monotonic())
     consumer.close()
     return Measure(moved, seconds)

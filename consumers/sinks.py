@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 from confluent_kafka import KafkaError, Message, Producer
 
 from shared.codec import encode_dict
-from shared.kafka import produce
+from shared.kafka import flush_all, produce
 
 FILE_FORMATS = (".parquet", ".csv", ".jsonl")
 
@@ -52,8 +52,7 @@ class KafkaSink:
                     on_delivery=self._on_delivery)
 
     def flush(self) -> int:
-        while self.producer.flush(1.0) > 0:
-            pass
+        flush_all(self.producer)
         failed, self.failed = self.failed, 0
         return failed
 

@@ -17,7 +17,7 @@ from shared.artifacts import Model
 from shared.codec import encode_dict
 from shared.events import prediction_record
 from shared.features import request_columns
-from shared.kafka import make_producer, produce
+from shared.kafka import flush_all, make_producer, produce
 from shared.settings import Settings
 
 INITIAL_SERVICE_ID = "duration.initial"  # prediction ids of the backend's estimates differ from the service's
@@ -117,8 +117,7 @@ class Backend:
         return self.finish()
 
     def finish(self) -> PublishStats:
-        while self.producer.flush(1.0) > 0:
-            pass
+        flush_all(self.producer)
         return self.stats
 
 

@@ -47,6 +47,13 @@ def produce(producer: Producer, topic: str, value: bytes | None, key: bytes | No
             producer.poll(0.05)
 
 
+def flush_all(producer: Producer) -> None:
+    """Wait until every queued message is acknowledged or has failed (its delivery report says
+    which); it keeps waiting while the broker is away."""
+    while producer.flush(1.0) > 0:
+        pass
+
+
 def make_consumer(settings: Settings, group_id: str, **overrides: Any) -> Consumer:
     """A consumer whose offsets are committed only by the caller (never automatically), with
     cooperative-sticky rebalancing so adding a replica does not stop the others."""
