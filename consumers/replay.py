@@ -3,11 +3,9 @@ another topic or a file, optionally judged against the rides' actuals."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,47 +14,12 @@ from consumers.offsets import Position, bounds
 from consumers.runtime import BatchResult, Runtime
 from consumers.scoring import ServiceSpec
 from consumers.sinks import Sink
-from shared.artifacts import Model, load_model, resolve
-from shared.errors import RidestreamError
+from shared.artifacts import Model
 from shared.kafka import make_consumer
 from shared.settings import Settings
 
 ACTUAL = {"duration": lambda c: c.duration_min, "tip": lambda c: c.tip_amount,
           "cost": lambda c: round(c.total_amount - c.tip_amount, 2)}
-
-
-def pick_models(spec: ServiceSpec, choices: list[str] | None) -> dict[str, Model]:
-    """The service's models (for `consume` and `replay`): the current ones, except those a
-    choice names — ``NAME=VERSION``, a bare version id of one of the service's models, or an
-    artifact folder."""
-    versions: dict[str, str] = {}
-    for choice in choices or []:
-        name, sep, version = choice.partition("=")
-        if sep:
-            versions[name] = version
-            continue
-        metadata = Path(choice) / "metadata.json"
-        if metadata.is_file():
-            name = json.loads(metadata.read_text()).get("name")
-            if name not in spec.model_names:
-                raise RidestreamError(f"{choice} holds a {name} model, not one of the {spec.name} service's "
-                                      f"({', '.join(spec.model_names)})")
-            versions[name] = choice
-            continue
-        owners = [n for n in spec.model_names if _has_version(n, choice)]
-        if len(owners) != 1:
-            raise RidestreamError(f"no single {spec.name} model has version {choice!r}: "
-                                  f"use NAME=VERSION with NAME one of {', '.join(spec.model_names)}")
-        versions[owners[0]] = choice
-    return {name: load_model(name, versions.get(name)) for name in spec.model_names}
-
-
-def _has_version(name: str, version: str) -> bool:
-    try:
-        resolve(name, version)
-        return True
-    except RidestreamError:
-        return False
 
 
 @dataclass

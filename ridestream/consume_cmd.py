@@ -7,9 +7,8 @@ import threading
 
 import typer
 
-from consumers.replay import pick_models
 from consumers.runtime import Runtime
-from consumers.services import SERVICE_SPECS
+from consumers.services import SERVICE_SPECS, pick_models
 from ridestream.console import err
 from shared.kafka import make_admin, require_topics
 from shared.settings import load_settings

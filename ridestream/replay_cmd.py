@@ -9,9 +9,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from consumers.offsets import parse_position
-from consumers.replay import Recorder, pick_models, plan
+from consumers.replay import Recorder, plan
 from consumers.replay import replay as run_replay
-from consumers.services import SERVICE_SPECS
+from consumers.services import SERVICE_SPECS, pick_models
 from consumers.sinks import FileSink, KafkaSink
 from ridestream.console import err, out
 from shared.kafka import make_admin, make_producer, require_topics
