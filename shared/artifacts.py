@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +17,7 @@ import joblib
 import numpy as np
 import sklearn
 
+from shared.compiled import Predict, verified
 from shared.errors import RidestreamError
 from shared.features import (
     PROGRESS_FEATURES,
@@ -62,6 +63,15 @@ class Model:
     estimator: Any
     metadata: dict[str, Any]
     path: Path
+    native: Predict | None = field(default=None, compare=False, repr=False)  # see accelerate()
+
+    def accelerate(self, cache_dir: Path, threads: int = 1) -> bool:
+        """Serve from compiled trees (:mod:`shared.compiled`) when they reproduce this model's
+        predictions on a probe batch; True if they do. Compiling takes seconds, once per version."""
+        if self.native is None:
+            native = verified(self.estimator, probe_features(self.name), cache_dir, threads)
+            object.__setattr__(self, "native", native)
+        return self.native is not None
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -72,13 +82,39 @@ class Model:
         """One vectorized feature build and one ``predict`` for the whole batch; never negative."""
         if len(next(iter(cols.values()))) == 0:
             return np.empty(0)
-        return np.maximum(self.estimator.predict(build_features(self.name, cols)), 0.0)
+        predict = self.native or self.estimator.predict
+        return np.maximum(predict(build_features(self.name, cols)), 0.0)
 
     def predict_events(self, events: Sequence[Any], **extra: np.ndarray) -> np.ndarray:
         """Predictions for a batch of validated events. ``extra`` supplies columns the events do
         not carry (the dynamic model's ``initial_duration_min``, remembered from the request)."""
         fields = [f for f in self.fields if f not in extra]
         return self.predict_columns({**columns_from_events(events, fields), **extra})
+
+
+def probe_features(name: str, rows: int = 1500, seed: int = 0) -> np.ndarray:
+    """Feature rows to check a compiled model against scikit-learn: real sample trips, and rows
+    that carry every zone and payment type (also codes the training data may never have shown)."""
+    from shared import simulator
+    from shared.tlc import SAMPLE_TRIPS, clean_trips, read_trip_file
+
+    rng = np.random.default_rng(seed)
+    trips = clean_trips(read_trip_file(SAMPLE_TRIPS))[0].head(rows)
+    if _KIND[name] == "progress":
+        prog = simulator.progress_at_fractions(trips["trip_distance_mi"].to_numpy(), trips["duration_min"].to_numpy(),
+                                               np.array([0.1, 0.5, 0.9]), seed=seed)
+        initial = trips["duration_min"].to_numpy()[prog["ride_index"]] * rng.uniform(0.6, 1.5, len(prog))
+        initial[rng.random(len(prog)) < 0.1] = np.nan  # the service may not know it
+        cols = {c: prog[c].to_numpy() for c in ("elapsed_min", "distance_done_mi", "distance_left_mi")}
+        cols["event_time"] = np.full(len(prog), 1.55e9) + rng.uniform(0, 7 * 86400, len(prog))
+        return progress_features({**cols, "initial_duration_min": initial})
+    from shared.features import request_columns
+    cols = request_columns(trips)
+    n = len(trips)
+    cols["pickup_zone"] = np.where(np.arange(n) % 3 == 0, np.arange(n) % 265 + 1, cols["pickup_zone"])
+    cols["dropoff_zone"] = np.where(np.arange(n) % 3 == 1, (np.arange(n) * 7) % 265 + 1, cols["dropoff_zone"])
+    cols["payment_type"] = np.where(np.arange(n) % 4 == 0, np.arange(n) % 6 + 1, cols["payment_type"])
+    return request_features(cols)
 
 
 def _minor(version: str) -> tuple[str, ...]:

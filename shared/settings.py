@@ -6,6 +6,7 @@ cluster. When neither is set, ridestream uses its own local broker (``ridestream
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -57,13 +58,24 @@ class Settings(BaseSettings):
     batch_max_wait_ms: int = Field(default=20, ge=1, description="longest wait to fill a batch")
     max_message_bytes: int = Field(default=2_097_152, ge=1024, description="room for a 1 MB event in the DLQ")
     session_timeout_ms: int = Field(default=45_000, ge=1000, description="how long a silent member keeps its partitions")
+    native_models: bool = Field(default=True, description="serve models from trees compiled to native code (gcc); "
+                                "false: always scikit-learn")
+    model_threads: int = Field(default=0, ge=0, description="threads of one predict call; 0 = one per core")
     metrics_port: int = Field(default=0, ge=0, le=65535, description="/metrics port of a process; 0 = off")
 
     # --- the local broker ----------------------------------------------------------------------
     broker_port: int = Field(default=9092, ge=1, le=65535)
     broker_controller_port: int = Field(default=9093, ge=1, le=65535)
     broker_heap: str = Field(default="512m", pattern=r"^\d+[mMgG]$")
-    state_dir: Path = Field(default=PROJECT_ROOT / ".ridestream", description="broker data and logs")
+    state_dir: Path = Field(default=PROJECT_ROOT / ".ridestream", description="broker data, logs, compiled models")
+
+    @property
+    def compiled_dir(self) -> Path:
+        return self.state_dir / "compiled"
+
+    @property
+    def predict_threads(self) -> int:
+        return self.model_threads or os.cpu_count() or 1
 
     @property
     def uses_local_broker(self) -> bool:
