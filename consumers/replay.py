@@ -31,9 +31,9 @@ class Recorder:
     predictions: list[tuple[str, str, float]] = field(default_factory=list)  # ride, version, value
     actuals: dict[str, float] = field(default_factory=dict)
 
-    def emit(self, prediction: dict[str, Any]) -> None:
-        self.predictions.append((prediction["ride_id"], prediction["model_version"], prediction["value"]))
-        self.inner.emit(prediction)
+    def emit(self, predictions: list[dict[str, Any]]) -> None:
+        self.predictions.extend((p["ride_id"], p["model_version"], p["value"]) for p in predictions)
+        self.inner.emit(predictions)
 
     def dead_letter(self, msg, headers) -> None:
         self.inner.dead_letter(msg, headers)

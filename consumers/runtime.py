@@ -30,7 +30,7 @@ from consumers.scoring import RideMemory, ServiceSpec, score_batch
 from consumers.sinks import KafkaSink, Sink
 from shared.artifacts import Model
 from shared.codec import InvalidMessage, decode_event
-from shared.kafka import make_consumer, make_producer
+from shared.kafka import make_consumer
 from shared.settings import Settings
 
 log = logging.getLogger("ridestream.runtime")
@@ -99,8 +99,7 @@ class Runtime:
             threading.Thread(target=self.accelerate_models, name="compile-models", daemon=True).start()
         self.consumer = make_consumer(s, self.group_id)
         if self.sink is None:
-            producer = make_producer(s, **{"message.max.bytes": s.max_message_bytes})
-            self.sink = KafkaSink(producer, self.output_topic, self.dlq_topic)
+            self.sink = KafkaSink.create(s, self.output_topic, self.dlq_topic)
         remaining: dict[tuple[str, int], int] = {}
         if self.bounds is None:
             self.consumer.subscribe([self.input_topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
@@ -176,8 +175,7 @@ class Runtime:
         scored_at = datetime.now(timezone.utc)
         predictions = score_batch(self.spec, self.models, self.memory, events, scored_at)
         self.metrics.scoring_seconds.labels(self.spec.name).observe(time.monotonic() - received)
-        for p in predictions:
-            self.sink.emit(p)
+        self.sink.emit(predictions)
         result.predictions = len(predictions)
 
         failed = self.sink.flush()  # every prediction and dead letter of the batch is durable…

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from shared.artifacts import Model
-from shared.events import UNITS, prediction_record
+from shared.events import UNITS, prediction_ids, prediction_record
 from shared.topics import Service
 
 Answer = tuple[np.ndarray, np.ndarray | None]  # values, remaining minutes (or None)
@@ -100,10 +100,11 @@ def score_batch(spec: ServiceSpec, models: dict[str, Model], memory: RideMemory,
         values, remaining = rule.answer(model, batch, memory)
         values = np.round(values, 3).tolist()
         remaining = None if remaining is None else np.round(remaining, 3).tolist()
+        ids = prediction_ids(spec.name, model.version, [e.event_id for e in batch])
         for i, event in enumerate(batch):
             predictions.append(prediction_record(
                 spec.name, model.version, event.ride_id, event.event_id, event.event_time, values[i], scored_at,
-                remaining_min=None if remaining is None else remaining[i],
+                remaining_min=None if remaining is None else remaining[i], prediction_id_=ids[i],
             ))
     if spec.forget_on and spec.forget_on in by_type:
         memory.forget([e.ride_id for e in by_type[spec.forget_on]])

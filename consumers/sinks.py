@@ -1,6 +1,6 @@
 """Where the runtime's output goes: Kafka topics (live, or a backfill topic) or a file (replay).
 
-The runtime calls ``emit`` for each prediction and ``dead_letter`` for each bad message, then
+The runtime calls ``emit`` with each batch's predictions and ``dead_letter`` for each bad message, then
 ``flush``, which waits for everything to be durable and returns how many writes failed.
 """
 
@@ -16,13 +16,14 @@ import pyarrow.parquet as pq
 from confluent_kafka import KafkaError, Message, Producer
 
 from shared.codec import encode_dict
-from shared.kafka import flush_all, produce
+from shared.kafka import flush_all, make_producer, produce
+from shared.settings import Settings
 
 FILE_FORMATS = (".parquet", ".csv", ".jsonl")
 
 
 class Sink(Protocol):
-    def emit(self, prediction: dict[str, Any]) -> None: ...
+    def emit(self, predictions: list[dict[str, Any]]) -> None: ...
     def dead_letter(self, msg: Message, headers: list[tuple[str, bytes]]) -> None: ...
     def flush(self) -> int: ...
     def close(self) -> None: ...
@@ -38,13 +39,27 @@ class KafkaSink:
         self.dlq_topic = dlq_topic
         self.failed = 0
 
+    @classmethod
+    def create(cls, settings: Settings, topic: str, dlq_topic: str | None) -> KafkaSink:
+        """A sink with its own producer: room for a large event in the DLQ, and delivery reports
+        for failures only (a Python callback per delivered message is a cost we need not pay)."""
+        producer = make_producer(settings, **{"message.max.bytes": settings.max_message_bytes,
+                                              "delivery.report.only.error": True})
+        return cls(producer, topic, dlq_topic)
+
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        # the producer is made with delivery.report.only.error: only failures call back
         if err is not None:
             self.failed += 1
 
-    def emit(self, prediction: dict[str, Any]) -> None:
-        produce(self.producer, self.topic, encode_dict(prediction), prediction["ride_id"].encode(),
-                on_delivery=self._on_delivery)
+    def emit(self, predictions: list[dict[str, Any]]) -> None:
+        produce_one, topic, on_delivery = self.producer.produce, self.topic, self._on_delivery
+        for p in predictions:
+            value, key = encode_dict(p), p["ride_id"].encode()
+            try:
+                produce_one(topic, value, key, on_delivery=on_delivery)
+            except BufferError:  # the local queue is full: wait for room, never drop
+                produce(self.producer, topic, value, key, on_delivery=on_delivery)
 
     def dead_letter(self, msg: Message, headers: list[tuple[str, bytes]]) -> None:
         if self.dlq_topic:
@@ -69,8 +84,8 @@ class FileSink:
             raise ValueError(f"{path}: the output must end in {', '.join(FILE_FORMATS)}")
         self.rows: list[dict[str, Any]] = []
 
-    def emit(self, prediction: dict[str, Any]) -> None:
-        self.rows.append(prediction)
+    def emit(self, predictions: list[dict[str, Any]]) -> None:
+        self.rows.extend(predictions)
 
     def dead_letter(self, msg: Message, headers: list[tuple[str, bytes]]) -> None:
         pass

@@ -14,7 +14,7 @@ from consumers.replay import replay as run_replay
 from consumers.services import SERVICE_SPECS, pick_models
 from consumers.sinks import FileSink, KafkaSink
 from ridestream.console import err, out
-from shared.kafka import make_admin, make_producer, require_topics
+from shared.kafka import make_admin, require_topics
 from shared.settings import load_settings
 from shared.topics import SERVICES, TopicSpec, create_topics
 
@@ -45,7 +45,7 @@ def replay(
     else:
         topic = output_topic or f"{settings.topics.predictions(service)}.backfill"
         create_topics(admin, [TopicSpec(topic, settings.predictions_partitions, settings.replication_factor)])
-        sink = KafkaSink(make_producer(settings), topic, dlq_topic=None)
+        sink = KafkaSink.create(settings, topic, dlq_topic=None)
         where = topic
     ranges = plan(settings, first, last)
     size = sum(e - s for s, e in ranges.values())

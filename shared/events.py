@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from hashlib import sha1
 from datetime import datetime, timedelta
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
@@ -125,28 +126,38 @@ _PREDICTION_NAMESPACE = uuid.UUID("6f1c1f8e-6b0a-4c38-9a43-2f7d5f1a9d10")
 _NAMESPACE_BYTES = _PREDICTION_NAMESPACE.bytes
 
 
-def prediction_id(service: str, model_version: str, event_id: str) -> str:
+def prediction_ids(service: str, model_version: str, event_ids: Sequence[str]) -> list[str]:
     """The same (service, model version, event) always gives the same id, so a replay or a
     redelivery after a crash writes the same ids and downstream can de-duplicate.
 
-    It is ``uuid.uuid5(namespace, name)`` computed without building UUID objects (this runs for
-    every prediction on the hot path)."""
-    digest = bytearray(sha1(_NAMESPACE_BYTES + f"{service}\x1f{model_version}\x1f{event_id}".encode()).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    Each is ``uuid.uuid5(namespace, f"{service}\\x1f{model_version}\\x1f{event_id}")``, computed for a
+    whole batch with the shared prefix hashed once and no UUID objects (this is the hot path)."""
+    prefix = sha1(_NAMESPACE_BYTES + f"{service}\x1f{model_version}\x1f".encode())
+    ids = []
+    for event_id in event_ids:
+        h = prefix.copy()
+        h.update(event_id.encode())
+        x = h.hexdigest()
+        # version 5 in the 13th hex digit; the RFC 4122 variant (10xx) in the 17th
+        ids.append(f"{x[:8]}-{x[8:12]}-5{x[13:16]}-{'89ab'[int(x[16], 16) & 3]}{x[17:20]}-{x[20:32]}")
+    return ids
+
+
+def prediction_id(service: str, model_version: str, event_id: str) -> str:
+    return prediction_ids(service, model_version, [event_id])[0]
 
 
 def prediction_record(service: Service, model_version: str, ride_id: str, event_id: str, event_time: Any,
                       value: float, scored_at: Any, *, id_service: str | None = None,
-                      remaining_min: float | None = None, initial: bool | None = None) -> dict[str, Any]:
+                      remaining_min: float | None = None, initial: bool | None = None,
+                      prediction_id_: str | None = None) -> dict[str, Any]:
     """A prediction in contract shape, as a plain dict ready for :func:`shared.codec.encode_dict`
     (the hot paths skip building models). Optional fields appear only when given; ``id_service``
-    keeps the backend's initial estimates from sharing ids with the duration service's."""
+    keeps the backend's initial estimates from sharing ids with the duration service's;
+    ``prediction_id_`` passes an id already computed with :func:`prediction_ids`."""
     record = {
         "schema_version": SCHEMA_VERSION,
-        "prediction_id": prediction_id(id_service or service, model_version, event_id),
+        "prediction_id": prediction_id_ or prediction_id(id_service or service, model_version, event_id),
         "ride_id": ride_id, "event_id": event_id, "service": service, "model_version": model_version,
         "value": value, "unit": UNITS[service], "event_time": event_time, "scored_at": scored_at,
     }
