@@ -79,7 +79,7 @@ def test_explicit_partition_offsets_and_csv(kafka, tmp_path):
 
 def test_an_empty_range_stops_at_once_even_while_the_backend_produces(kafka, tmp_path):
     kafka.create_contract_topics()
-    feeding = threading.Thread(target=publish, args=(kafka.settings,), kwargs={"rides": 400, "rate": 1500, "seed": 3})
+    feeding = threading.Thread(target=publish, args=(kafka.settings,), kwargs={"rides": 1500, "rate": 1500, "seed": 3})  # ~20 s of events
     feeding.start()
     try:
         empty = replay(kafka, "tip", "--from", "latest", "--to", "latest", "--output", str(tmp_path / "e.jsonl"))
