@@ -18,7 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from bench import fleet  # noqa: E402
+from bench import fleet, quix  # noqa: E402
 from bench.fleet import Latency  # noqa: E402
 from bench.loops import Measure, naive, passthrough, preproduce, ride_requests, shipped  # noqa: E402
 from shared.artifacts import load_model  # noqa: E402
@@ -26,7 +26,7 @@ from shared.kafka import make_admin  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from shared.topics import TopicSpec, create_topics  # noqa: E402
 
-LOOPS = ("passthrough", "batched", "naive")
+LOOPS = ("passthrough", "batched", "naive", "quix")
 
 
 @dataclass
@@ -40,6 +40,7 @@ class BenchConfig:
     latency_seconds: float = 10.0
     process_events: int = 100_000  # one process vs two
     fleet: bool = True  # the separate-process phases (latency, processes, replay)
+    quix: bool = True  # the Quix Streams peer (its own virtualenv, made on first use)
 
 
 @dataclass
@@ -49,6 +50,7 @@ class BenchResult:
     latency: dict[str, list[Latency]] = field(default_factory=dict)
     processes: dict[str, list[Measure]] = field(default_factory=dict)
     replay: list[Measure] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def latency_summary(self) -> dict[str, dict[str, float]]:
         return {rate: {q: statistics.median(getattr(x, q) for x in runs) for q in ("p50_ms", "p95_ms", "p99_ms")}
@@ -60,6 +62,10 @@ class BenchResult:
             out["two_vs_one"] = out["2"] / out["1"]
         return out
 
+    @property
+    def measured(self) -> list[str]:
+        return [loop for loop, runs in self.runs.items() if runs]
+
     def median(self, loop: str) -> float:
         return statistics.median(m.per_s for m in self.runs[loop])
 
@@ -69,21 +75,19 @@ class BenchResult:
 
     def ratios(self) -> dict[str, float]:
         batched = self.median("batched")
-        return {
-            "batched_vs_passthrough": batched / self.median("passthrough"),
-            "batched_vs_naive": batched / self.median("naive"),
-        }
+        return {f"batched_vs_{loop}": batched / self.median(loop) for loop in self.measured if loop != "batched"}
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "events_per_s": {loop: round(self.median(loop), 1) for loop in self.runs},
-            "spread_events_per_s": {loop: [round(x, 1) for x in self.spread(loop)] for loop in self.runs},
+            "events_per_s": {loop: round(self.median(loop), 1) if runs else None for loop, runs in self.runs.items()},
+            "spread_events_per_s": {loop: [round(x, 1) for x in self.spread(loop)] for loop in self.measured},
             "runs": {loop: [{"events": m.events, "seconds": round(m.seconds, 4)} for m in ms] for loop, ms in self.runs.items()},
             "ratios": {k: round(v, 3) for k, v in self.ratios().items()},
             "latency_ms": self.latency_summary(),
             "latency_runs": {r: [x.__dict__ for x in runs] for r, runs in self.latency.items()},
             "processes_events_per_s": self.processes_summary(),
             "replay_events_per_s": statistics.median(m.per_s for m in self.replay) if self.replay else None,
+            "notes": self.notes,
             "config": self.config.__dict__,
             "machine": machine(),
         }
@@ -102,15 +106,29 @@ def run(settings: Settings, cfg: BenchConfig, phase: Callable[[str], None] = lam
     create_topics(make_admin(settings), [TopicSpec(source, cfg.partitions), TopicSpec(sink, cfg.partitions)])
     phase(f"pre-producing {cfg.events:,} ride_requested events")
     preproduce(settings, source, ride_requests(cfg.events))
-    model = load_model("tip")
+    model = load_model("tip")  # the naive loop's: scikit-learn, as a hand-written loop would call it
+    phase("compiling the tip model's trees (once per version)")
+    served = load_model("tip")
+    served.accelerate(settings.compiled_dir, settings.predict_threads)
     result = BenchResult(cfg, {loop: [] for loop in LOOPS})
+    python = None
+    if cfg.quix:
+        phase(f"preparing the Quix Streams virtualenv ({quix.QUIXSTREAMS})")
+        try:
+            python = quix.ensure_venv(settings)
+        except quix.QuixUnavailable as exc:
+            result.notes.append(f"Quix Streams not measured: {exc}")
     for i in range(cfg.repeat):
         phase(f"round {i + 1}/{cfg.repeat}: passthrough")
         result.runs["passthrough"].append(passthrough(settings, source, sink, cfg.events))
         phase(f"round {i + 1}/{cfg.repeat}: ridestream (batched)")
-        result.runs["batched"].append(shipped(settings, source, sink, {"tip": model}, cfg.events))
+        result.runs["batched"].append(shipped(settings, source, sink, {"tip": served}, cfg.events))
         phase(f"round {i + 1}/{cfg.repeat}: naive")
         result.runs["naive"].append(naive(settings, source, sink, model, cfg.naive_events, cfg.naive_seconds))
+        if python:
+            phase(f"round {i + 1}/{cfg.repeat}: Quix Streams")
+            result.runs["quix"].append(quix.quix(settings, python, source, cfg.partitions, cfg.naive_events,
+                                                 cfg.naive_seconds))
         if not cfg.fleet:
             continue
         for rate in cfg.latency_rates:
@@ -137,12 +155,15 @@ def markdown(result: BenchResult) -> str:
         "|---|---|---|---|",
     ]
     batched = result.median("batched")
-    for loop in result.runs:
+    for loop in result.measured:
         lo, hi = result.spread(loop)
         lines.append(f"| {loop} | {result.median(loop):,.0f} | {lo:,.0f}–{hi:,.0f} | {result.median(loop) / batched:.2f}× |")
     r = result.ratios()
-    lines += ["", f"ridestream = {r['batched_vs_passthrough']:.0%} of the passthrough ceiling, "
-                  f"{r['batched_vs_naive']:.0f}× the naive loop."]
+    versus = f"{r['batched_vs_naive']:.0f}× the naive loop"
+    if "batched_vs_quix" in r:
+        versus += f", {r['batched_vs_quix']:.0f}× the Quix Streams application"
+    lines += ["", f"ridestream = {r['batched_vs_passthrough']:.0%} of the passthrough ceiling, {versus}."]
+    lines += [f"{note}" for note in result.notes]
     if result.latency:
         lines += ["", "End-to-end latency, event produced → prediction produced (one tip process, median of runs):", "",
                   "| offered events/s | p50 ms | p95 ms | p99 ms |", "|---|---|---|---|"]
@@ -166,14 +187,14 @@ def write(result: BenchResult, output: Path) -> list[Path]:
     md.write_text(markdown(result))
     png = output.with_suffix(".png")
     fig, ax = plt.subplots(figsize=(6, 3.2))
-    loops = list(result.runs)
+    loops = result.measured
     medians = [result.median(loop) for loop in loops]
     errs = [[med - result.spread(loop)[0] for loop, med in zip(loops, medians)],
             [result.spread(loop)[1] - med for loop, med in zip(loops, medians)]]
-    ax.barh(loops, medians, xerr=errs, color=["#9ca3af", "#2563eb", "#f59e0b"][: len(loops)])
-    ax.set_xscale("log")  # the naive loop is orders of magnitude slower
+    ax.barh(loops, medians, xerr=errs, color=["#9ca3af", "#2563eb", "#f59e0b", "#10b981"][: len(loops)])
+    ax.set_xscale("log")  # the per-message loops are orders of magnitude slower
     ax.set_xlabel("events per second (median, min–max, log scale)")
-    ax.set_title("ridestream tip service vs the ceiling and the naive loop")
+    ax.set_title("ridestream tip service vs the ceiling and per-message loops")
     fig.savefig(png, bbox_inches="tight", dpi=120)
     plt.close(fig)
     return [output, md, png]

@@ -1,4 +1,5 @@
-"""``ridestream bench``: the tip service's throughput side by side with the ceiling and the naive loop."""
+"""``ridestream bench``: the tip service's throughput side by side with the ceiling, the naive loop
+and a Quix Streams application."""
 
 from __future__ import annotations
 
@@ -18,14 +19,15 @@ from shared.settings import load_settings
 def bench(
     events: int = typer.Option(200_000, help="ride_requested events to pre-produce"),
     repeat: int = typer.Option(3, help="runs of each loop"),
-    naive_events: int = typer.Option(3000, help="most events the naive loop processes per run"),
+    naive_events: int = typer.Option(3000, help="most events the naive loop and Quix process per run"),
+    quix: bool = typer.Option(True, help="measure the Quix Streams peer (its own virtualenv, made once)"),
     output: Path = typer.Option(Path("bench/results/latest.json"), help="JSON; .md and .png beside it"),
 ) -> None:
-    """Measure, in one run on the same events: passthrough, ridestream, naive; print the ratios."""
+    """Measure, in one run on the same events: passthrough, ridestream, naive, Quix Streams; print the ratios."""
     settings = load_settings()
     ensure_local_broker(settings)
     ensure_reachable(make_admin(settings), settings)
-    cfg = BenchConfig(events=events, repeat=repeat, naive_events=naive_events)
+    cfg = BenchConfig(events=events, repeat=repeat, naive_events=naive_events, quix=quix)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=out) as bar:
         task = bar.add_task("starting", total=None)
         result = run_bench(settings, cfg, phase=lambda text: bar.update(task, description=text))
