@@ -13,15 +13,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from shared.events import (
-    EVENT_TYPES,
-    RideCompleted,
-    RideEvent,
-    RideProgress,
-    RideRequested,
-    RideStarted,
-    ride_event_adapter,
-)
+from shared.events import EVENT_TYPES, RideEvent, ride_event_adapter
 
 _ORJSON_OPTS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
 _MAX_MESSAGE_CHARS = 300
@@ -49,30 +41,10 @@ def encode_dict(payload: dict[str, Any]) -> bytes:
     return orjson.dumps(payload, option=_ORJSON_OPTS)
 
 
-_TYPE_TAG = b'"event_type":"'
-_MODEL_OF: dict[bytes, type[BaseModel]] = {
-    t.encode(): m for t, m in zip(EVENT_TYPES, (RideRequested, RideStarted, RideProgress, RideCompleted))
-}
-
-
 def decode_event(value: bytes | None) -> RideEvent:
-    """Validate one ``rides.events`` value. Raises :class:`InvalidMessage` with the reason.
-
-    Fast path: compact JSON names its type as ``"event_type":"…"`` (a quote cannot follow
-    ``event_type`` like that inside a JSON string), so the one matching model validates it
-    directly — 40 % cheaper than pydantic's tagged union, which first parses to find the tag.
-    Anything else, and any failure, takes the union, whose errors name the reason."""
+    """Validate one ``rides.events`` value. Raises :class:`InvalidMessage` with the reason."""
     if not value:
         raise InvalidMessage("empty", "the message value is empty")
-    at = value.find(_TYPE_TAG)
-    if at >= 0:
-        start = at + len(_TYPE_TAG)
-        model = _MODEL_OF.get(value[start:value.find(b'"', start)])
-        if model is not None:
-            try:
-                return model.model_validate_json(value)  # type: ignore[return-value]
-            except ValidationError:
-                pass
     try:
         return ride_event_adapter.validate_json(value)
     except ValidationError as exc:

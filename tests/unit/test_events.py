@@ -113,19 +113,6 @@ def test_invalid_messages_are_rejected_with_their_reason(value, error_type, frag
     assert "\n" not in info.value.message
 
 
-def test_the_fast_path_and_the_tagged_union_agree():
-    from shared.events import ride_event_adapter
-
-    spaced = orjson.dumps({**REQUESTED}, option=orjson.OPT_INDENT_2)  # no compact tag: the union decides
-    assert decode_event(spaced) == decode_event(raw()) == ride_event_adapter.validate_json(raw())
-    # the tag's text inside a string value is escaped, so it cannot mislead the fast path
-    tricky = orjson.dumps({**COMMON, "ride_id": '"event_type":"ride_requested"', "event_type": "ride_started"})
-    assert type(decode_event(tricky)).__name__ == "RideStarted"
-    # a fast-path failure still gets the union's reason
-    with pytest.raises(InvalidMessage, match="pickup_zone"):
-        decode_event(raw(pickup_zone=0))
-
-
 def test_nan_and_infinity_are_rejected_when_building_models_too():
     for bad in (math.nan, math.inf):
         with pytest.raises(ValueError):
