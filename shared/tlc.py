@@ -8,6 +8,8 @@ read trip files, and those two never import each other.
 from __future__ import annotations
 
 import glob
+from datetime import datetime
+from zoneinfo import ZoneInfo
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -185,6 +187,27 @@ def epoch_seconds(times: pd.Series) -> np.ndarray:
 
 
 def local_hour_weekday(epoch_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """NYC local hour (0–23) and weekday (Monday 0) of UTC epoch seconds: traffic keeps local time."""
-    local = pd.to_datetime(np.asarray(epoch_s, dtype=np.float64), unit="s", utc=True).tz_convert(NYC_TZ)
+    """NYC local hour (0–23) and weekday (Monday 0) of UTC epoch seconds: traffic keeps local time.
+
+    A live batch spans seconds, so its first and last times nearly always share one UTC offset:
+    then plain arithmetic does (pandas' time-zone conversion costs about a millisecond per call,
+    which a small batch feels). Otherwise — a batch across a DST change, training tables — pandas."""
+    epoch = np.asarray(epoch_s, dtype=np.float64)
+    if len(epoch):
+        lo, hi = float(epoch.min()), float(epoch.max())
+        if hi - lo < 86400 and np.isfinite(lo) and np.isfinite(hi):
+            offsets = {_utc_offset_s(lo), _utc_offset_s(hi)}
+            if len(offsets) == 1:
+                local_s = np.floor(epoch + offsets.pop()).astype(np.int64)
+                # 1970-01-01 was a Thursday (3 when Monday is 0)
+                return (local_s // 3600) % 24, (local_s // 86400 + 3) % 7
+    local = pd.to_datetime(epoch, unit="s", utc=True).tz_convert(NYC_TZ)
     return np.asarray(local.hour, dtype=np.int64), np.asarray(local.day_of_week, dtype=np.int64)
+
+
+_NYC = ZoneInfo(NYC_TZ)
+
+
+def _utc_offset_s(epoch_s: float) -> float:
+    offset = datetime.fromtimestamp(epoch_s, _NYC).utcoffset()
+    return offset.total_seconds() if offset is not None else 0.0

@@ -67,3 +67,22 @@ def test_unknown_file_kinds_and_missing_columns_are_clear_errors(tmp_path):
     bad.write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match="missing TLC column tpep_pickup_datetime or lpep_pickup_datetime"):
         read_trip_file(bad)
+
+
+def test_local_hour_and_weekday_match_pandas_across_dst_changes():
+    import numpy as np
+    import pandas as pd
+
+    from shared.tlc import NYC_TZ, local_hour_weekday
+
+    rng = np.random.default_rng(0)
+    spring, autumn = 1552201200, 1572760800  # 2019-03-10 and 2019-11-03, 2 a.m. local
+    starts = [*rng.uniform(1.2e9, 1.9e9, 100), spring - 50, autumn - 50, spring - 0.5, autumn - 3600]
+    for start in starts:
+        times = start + rng.uniform(0, 100, 100)
+        local = pd.to_datetime(times, unit="s", utc=True).tz_convert(NYC_TZ)
+        hour, weekday = local_hour_weekday(times)
+        assert (hour == local.hour).all() and (weekday == local.day_of_week).all(), start
+    wide = rng.uniform(1.5e9, 1.6e9, 500)  # a training table: spans years
+    hour, weekday = local_hour_weekday(wide)
+    assert (hour == pd.to_datetime(wide, unit="s", utc=True).tz_convert(NYC_TZ).hour).all()
