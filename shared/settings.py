@@ -60,7 +60,8 @@ class Settings(BaseSettings):
     session_timeout_ms: int = Field(default=45_000, ge=1000, description="how long a silent member keeps its partitions")
     native_models: bool = Field(default=True, description="serve models from trees compiled to native code (gcc); "
                                 "false: always scikit-learn")
-    model_threads: int = Field(default=0, ge=0, description="threads of one predict call; 0 = one per core")
+    model_threads: int = Field(default=1, ge=0, description="threads of one compiled predict call; 0 = one per "
+                               "core. One: scale by processes, and a small batch never waits on a busy core")
     metrics_port: int = Field(default=0, ge=0, le=65535, description="/metrics port of a process; 0 = off")
 
     # --- the local broker ----------------------------------------------------------------------
