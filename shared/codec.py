@@ -65,12 +65,19 @@ def _classify(exc: ValidationError) -> InvalidMessage:
     return InvalidMessage("schema", describe_errors(errors))
 
 
+_FRIENDLIER = {
+    "timezone_offset": "must be in UTC (end in Z or +00:00)",
+    "timezone_aware": "must carry a time zone, in UTC (end in Z or +00:00)",
+}
+
+
 def describe_errors(errors: list[Any]) -> str:
     """Pydantic errors as one short line: ``field: problem; field: problem``."""
     parts = []
     for e in errors:
         # the first element of loc is the union member's tag (e.g. "ride_requested"); keep the field
         loc = [str(p) for p in e["loc"] if str(p) not in EVENT_TYPES]
-        parts.append(f"{'.'.join(loc) or 'value'}: {e['msg']}")
+        msg = _FRIENDLIER.get(e["type"], e["msg"])
+        parts.append(f"{'.'.join(loc) or 'value'}: {msg}")
     line = "; ".join(parts)
     return line if len(line) <= _MAX_MESSAGE_CHARS else line[: _MAX_MESSAGE_CHARS - 1] + "…"

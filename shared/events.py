@@ -9,25 +9,21 @@ from __future__ import annotations
 
 import uuid
 from hashlib import sha1
-from datetime import datetime, timedelta
+from datetime import datetime
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, GetPydanticSchema, TypeAdapter
+from pydantic_core import core_schema
 
 from shared.topics import Service
 
 SCHEMA_VERSION = 1
 
 
-def _require_utc(value: datetime) -> datetime:
-    if value.utcoffset() != timedelta(0):
-        raise ValueError("must be in UTC (end in Z or +00:00)")
-    return value
-
-
-UtcTime = Annotated[AwareDatetime, AfterValidator(_require_utc)]
-"""An RFC 3339 time in UTC: naive times and other offsets are rejected."""
+UtcTime = Annotated[datetime, GetPydanticSchema(lambda _t, _h: core_schema.datetime_schema(tz_constraint=0))]
+"""An RFC 3339 time in UTC: naive times and other offsets are rejected — by pydantic-core itself
+(its ``tz_constraint``), not a Python validator called per event."""
 Zone = Annotated[int, Field(ge=1, le=265, description="TLC taxi zone LocationID")]
 Miles = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Minutes = Annotated[float, Field(ge=0, allow_inf_nan=False)]
