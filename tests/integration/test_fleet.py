@@ -10,6 +10,7 @@ from collections import Counter
 
 import orjson
 import pytest
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from broker.local import LocalBroker, free_port
@@ -145,15 +146,30 @@ def test_sigkill_mid_stream_loses_nothing_and_repeats_keep_their_ids(kafka, flee
 
 
 def test_sigterm_drains_so_a_restart_repeats_nothing(kafka, fleet):
-    sent = publish(kafka.settings, rides=400, seed=5)
-    requests = of_type(sent, "ride_requested")
+    sent = publish(kafka.settings, rides=100, seed=5)
+    # then a stream, not only a backlog: a service scores 400 rides in well under a second
+    feeding = threading.Thread(target=lambda: sent.extend(
+        publish(kafka.settings, rides=400, seed=6, rate=700, id_prefix="stream")))
+    feeding.start()
+    group = kafka.settings.group_id("tip")
+
+    def up() -> bool:  # in the group, so well past start-up and its SIGTERM handler
+        try:
+            return len(group_assignment(kafka, group)) == 1
+        except KafkaException:  # no group yet, or its coordinator is still loading
+            return False
+
     for _ in range(3):
         proc = fleet.start("tip", "--batch-size", "200")
         count = len(service_predictions(kafka, "tip"))
-        wait_for(lambda: len(service_predictions(kafka, "tip")) > count + 20, timeout=60, every=0.05)
+        assert wait_for(up, timeout=60, every=0.1)
+        wait_for(lambda: len(service_predictions(kafka, "tip")) > count + 20, timeout=20, every=0.05)
         assert fleet.terminate(proc) == 0
     proc = fleet.start("tip", "--batch-size", "200")
+    feeding.join(120)
+    requests = of_type(sent, "ride_requested")
     assert wait_for(lambda: answered(kafka, "tip", requests))
+    assert wait_for(up, timeout=60, every=0.1)
     preds = service_predictions(kafka, "tip")
     assert Counter(p["event_id"] for p in preds) == Counter(requests)  # exactly once each
     assert fleet.terminate(proc) == 0
