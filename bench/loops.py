@@ -27,7 +27,7 @@ from shared.codec import decode_event, encode_dict
 from shared.events import prediction_record
 from shared.kafka import flush_all, make_consumer, make_producer, produce
 from shared.settings import Settings
-from shared.tlc import SAMPLE_TRIPS, clean_trips, read_trip_file
+from shared.tlc import sample_trips
 
 
 @dataclass
@@ -42,7 +42,7 @@ class Measure:
 
 def ride_requests(n: int, seed: int = 0) -> list[dict]:
     """``n`` simulated ride_requested events (contract dicts), fitted to the real sample."""
-    cal = simulator.fit(clean_trips(read_trip_file(SAMPLE_TRIPS))[0])
+    cal = simulator.fit(sample_trips())
     rides = simulator.simulate(cal, n, seed=seed)
     stamps = np.datetime_as_string((rides["requested_s"].to_numpy() * 1000).astype("datetime64[ms]"),
                                    unit="ms", timezone="UTC").tolist()

@@ -15,14 +15,13 @@ import numpy as np
 import pandas as pd
 
 from shared import simulator
-from shared.tlc import SAMPLE_TRIPS, clean_trips, epoch_seconds, read_trip_file
+from shared.tlc import clean_trips, epoch_seconds, read_trip_file, sample_trips
 
 Chunk = tuple[pd.DataFrame, list[dict]]
 
 
 def _calibration() -> simulator.Calibration:
-    trips, _ = clean_trips(read_trip_file(SAMPLE_TRIPS))
-    return simulator.fit(trips)
+    return simulator.fit(sample_trips())
 
 
 def simulated(rides: int | None, seed: int = 0, chunk: int = 2000, id_prefix: str | None = None) -> Iterator[Chunk]:

@@ -17,6 +17,7 @@ import joblib
 import numpy as np
 import sklearn
 
+from shared import simulator
 from shared.compiled import Predict, verified
 from shared.errors import RidestreamError
 from shared.features import (
@@ -27,9 +28,11 @@ from shared.features import (
     Columns,
     columns_from_events,
     progress_features,
+    request_columns,
     request_features,
 )
 from shared.settings import PROJECT_ROOT
+from shared.tlc import sample_trips
 
 MODELS_DIR = PROJECT_ROOT / "models"
 ModelName = Literal["initial_duration", "dynamic_duration", "tip", "cost"]
@@ -95,11 +98,8 @@ class Model:
 def probe_features(name: str, rows: int = 1500, seed: int = 0) -> np.ndarray:
     """Feature rows to check a compiled model against scikit-learn: real sample trips, and rows
     that carry every zone and payment type (also codes the training data may never have shown)."""
-    from shared import simulator
-    from shared.tlc import SAMPLE_TRIPS, clean_trips, read_trip_file
-
     rng = np.random.default_rng(seed)
-    trips = clean_trips(read_trip_file(SAMPLE_TRIPS))[0].head(rows)
+    trips = sample_trips().head(rows)
     if _KIND[name] == "progress":
         prog = simulator.progress_at_fractions(trips["trip_distance_mi"].to_numpy(), trips["duration_min"].to_numpy(),
                                                np.array([0.1, 0.5, 0.9]), seed=seed)
@@ -108,7 +108,6 @@ def probe_features(name: str, rows: int = 1500, seed: int = 0) -> np.ndarray:
         cols = {c: prog[c].to_numpy() for c in ("elapsed_min", "distance_done_mi", "distance_left_mi")}
         cols["event_time"] = np.full(len(prog), 1.55e9) + rng.uniform(0, 7 * 86400, len(prog))
         return progress_features({**cols, "initial_duration_min": initial})
-    from shared.features import request_columns
     cols = request_columns(trips)
     n = len(trips)
     cols["pickup_zone"] = np.where(np.arange(n) % 3 == 0, np.arange(n) % 265 + 1, cols["pickup_zone"])

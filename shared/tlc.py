@@ -8,9 +8,10 @@ read trip files, and those two never import each other.
 from __future__ import annotations
 
 import glob
-from datetime import datetime
-from zoneinfo import ZoneInfo
 from dataclasses import dataclass, field
+from datetime import datetime
+from functools import lru_cache
+from zoneinfo import ZoneInfo
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +105,16 @@ class CleaningReport:
     def summary(self) -> str:
         reasons = ", ".join(f"{k} {v}" for k, v in self.dropped.items() if v)
         return f"{self.rows_out} of {self.rows_in} trips kept" + (f" (dropped: {reasons})" if reasons else "")
+
+
+def sample_trips() -> pd.DataFrame:
+    """The shipped real sample, cleaned (a fresh copy: callers may change it)."""
+    return _clean_sample().copy()
+
+
+@lru_cache(maxsize=1)
+def _clean_sample() -> pd.DataFrame:
+    return clean_trips(read_trip_file(SAMPLE_TRIPS))[0]
 
 
 def clean_trips(trips: pd.DataFrame) -> tuple[pd.DataFrame, CleaningReport]:
