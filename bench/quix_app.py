@@ -45,8 +45,7 @@ def main(bootstrap: str, source: str, sink: str, group: str, max_events: int, ma
 
     sdf = app.dataframe(events_in).apply(score)
     sdf.to_topic(predictions_out)
-    outputs = app.run(count=max_events, timeout=max_seconds + 30, collect=False)
-    del outputs
+    app.run(count=max_events, timeout=max_seconds + 30, collect=False)
     seconds = time.monotonic() - clock["start"] if "start" in clock else 0.0
     print(json.dumps({"events": _produced(bootstrap, sink), "seconds": seconds}))
 
