@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ from consumers.scoring import ServiceSpec
 from consumers.sinks import Sink
 from shared.artifacts import Model
 from shared.kafka import make_consumer
+from shared.predictions import Predictions
 from shared.settings import Settings
 
 ACTUAL = {"duration": lambda c: c.duration_min, "tip": lambda c: c.tip_amount,
@@ -31,8 +33,9 @@ class Recorder:
     predictions: list[tuple[str, str, float]] = field(default_factory=list)  # ride, version, value
     actuals: dict[str, float] = field(default_factory=dict)
 
-    def emit(self, predictions: list[dict[str, Any]]) -> None:
-        self.predictions.extend((p["ride_id"], p["model_version"], p["value"]) for p in predictions)
+    def emit(self, predictions: Predictions) -> None:
+        for part in predictions.parts:
+            self.predictions.extend(zip(part.ride_ids, repeat(part.model_version), part.values))
         self.inner.emit(predictions)
 
     def dead_letter(self, msg, headers) -> None:

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from shared.artifacts import Model
-from shared.events import UNITS, prediction_ids, prediction_record
+from shared.events import UNITS
+from shared.predictions import PredictionColumns, Predictions
 from shared.topics import Service
 
 Answer = tuple[np.ndarray, np.ndarray | None]  # values, remaining minutes (or None)
@@ -86,26 +87,23 @@ class ServiceSpec:
 
 
 def score_batch(spec: ServiceSpec, models: dict[str, Model], memory: RideMemory,
-                events: Sequence[Any], scored_at: datetime) -> list[dict[str, Any]]:
-    """The predictions (contract dicts, in the batch's order per rule) for one batch of events."""
+                events: Sequence[Any], scored_at: datetime) -> Predictions:
+    """The predictions (in the batch's order per rule) for one batch of events."""
     by_type: dict[str, list[Any]] = {}
     for event in events:
         by_type.setdefault(event.event_type, []).append(event)
-    predictions: list[dict[str, Any]] = []
+    parts = []
     for rule in spec.rules:
         batch = by_type.get(rule.event_type)
         if not batch:
             continue
         model = models[rule.model]
         values, remaining = rule.answer(model, batch, memory)
-        values = np.round(values, 3).tolist()
-        remaining = None if remaining is None else np.round(remaining, 3).tolist()
-        ids = prediction_ids(spec.name, model.version, [e.event_id for e in batch])
-        for i, event in enumerate(batch):
-            predictions.append(prediction_record(
-                spec.name, model.version, event.ride_id, event.event_id, event.event_time, values[i], scored_at,
-                remaining_min=None if remaining is None else remaining[i], prediction_id_=ids[i],
-            ))
+        parts.append(PredictionColumns(
+            spec.name, model.version, [e.ride_id for e in batch], [e.event_id for e in batch],
+            [e.event_time for e in batch], np.round(values, 3).tolist(), scored_at,
+            remaining_min=None if remaining is None else np.round(remaining, 3).tolist(),
+        ))
     if spec.forget_on and spec.forget_on in by_type:
         memory.forget([e.ride_id for e in by_type[spec.forget_on]])
-    return predictions
+    return Predictions(parts)

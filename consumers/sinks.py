@@ -1,11 +1,12 @@
 """Where the runtime's output goes: Kafka topics (live, or a backfill topic) or a file (replay).
 
-The runtime calls ``emit`` with each batch's predictions and ``dead_letter`` for each bad message, then
+The runtime calls ``emit`` with each batch's predictions (:class:`shared.predictions.Predictions`) and ``dead_letter`` for each bad message, then
 ``flush``, which waits for everything to be durable and returns how many writes failed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -15,15 +16,15 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from confluent_kafka import KafkaError, Message, Producer
 
-from shared.codec import encode_dict
 from shared.kafka import flush_all, make_producer, produce
+from shared.predictions import PredictionColumns, Predictions
 from shared.settings import Settings
 
 FILE_FORMATS = (".parquet", ".csv", ".jsonl")
 
 
 class Sink(Protocol):
-    def emit(self, predictions: list[dict[str, Any]]) -> None: ...
+    def emit(self, predictions: Predictions) -> None: ...
     def dead_letter(self, msg: Message, headers: list[tuple[str, bytes]]) -> None: ...
     def flush(self) -> int: ...
     def close(self) -> None: ...
@@ -52,14 +53,14 @@ class KafkaSink:
         if err is not None:
             self.failed += 1
 
-    def emit(self, predictions: list[dict[str, Any]]) -> None:
+    def emit(self, predictions: Predictions) -> None:
         produce_one, topic, on_delivery = self.producer.produce, self.topic, self._on_delivery
-        for p in predictions:
-            value, key = encode_dict(p), p["ride_id"].encode()
-            try:
-                produce_one(topic, value, key, on_delivery=on_delivery)
-            except BufferError:  # the local queue is full: wait for room, never drop
-                produce(self.producer, topic, value, key, on_delivery=on_delivery)
+        for part in predictions.parts:  # wire bytes built column-wise, no dicts
+            for key, value in zip(part.keys(), part.encoded()):
+                try:
+                    produce_one(topic, value, key, on_delivery=on_delivery)
+                except BufferError:  # the local queue is full: wait for room, never drop
+                    produce(self.producer, topic, value, key, on_delivery=on_delivery)
 
     def dead_letter(self, msg: Message, headers: list[tuple[str, bytes]]) -> None:
         if self.dlq_topic:
@@ -82,10 +83,10 @@ class FileSink:
         self.path = Path(path)
         if self.path.suffix not in FILE_FORMATS:
             raise ValueError(f"{path}: the output must end in {', '.join(FILE_FORMATS)}")
-        self.rows: list[dict[str, Any]] = []
+        self.parts: list[PredictionColumns] = []
 
-    def emit(self, predictions: list[dict[str, Any]]) -> None:
-        self.rows.extend(predictions)
+    def emit(self, predictions: Predictions) -> None:
+        self.parts.extend(predictions.parts)
 
     def dead_letter(self, msg: Message, headers: list[tuple[str, bytes]]) -> None:
         pass
@@ -97,10 +98,10 @@ class FileSink:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.suffix == ".jsonl":
             with open(self.path, "wb") as f:
-                for row in self.rows:
-                    f.write(encode_dict(row) + b"\n")
+                for part in self.parts:
+                    f.writelines(line + b"\n" for line in part.encoded())
             return
-        table = predictions_table(self.rows)
+        table = predictions_table(Predictions(self.parts))
         if self.path.suffix == ".parquet":
             pq.write_table(table, self.path)
         else:
@@ -115,7 +116,7 @@ _SCHEMA = pa.schema([
 ])
 
 
-def predictions_table(rows: list[dict[str, Any]]) -> pa.Table:
+def predictions_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist([{k: r.get(k) for k in _SCHEMA.names} for r in rows], schema=_SCHEMA)
 
 

@@ -1,0 +1,144 @@
+"""A batch's predictions kept as columns, the way the services produce them.
+
+The hot path needs wire bytes, not dicts: :meth:`PredictionColumns.encoded` builds each message
+from columns that orjson encodes in one call each (strings escaped, floats and times formatted
+exactly as ``orjson.dumps`` of the record would), so a prediction costs one bytes-format instead
+of a dict, a per-record ``dumps`` and a per-record UUID. The bytes are identical to
+``shared.codec.encode_dict(record)`` — a test holds them to that. Contract dicts are built only
+when someone asks (replay to a table, evaluation, tests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from hashlib import sha1
+from typing import Any
+
+import numpy as np
+import orjson
+
+from shared.events import _NAMESPACE_BYTES, SCHEMA_VERSION, UNITS, prediction_record
+from shared.topics import Service
+
+_ORJSON_OPTS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
+_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+# where the 32 hex digits of a UUID go among its 36 characters (the dashes are at 8, 13, 18, 23)
+_HEX_SLOTS = np.array([i for i in range(36) if i not in (8, 13, 18, 23)])
+
+
+def prediction_id_bytes(service: str, model_version: str, event_ids: Sequence[str]) -> list[bytes]:
+    """:func:`shared.events.prediction_ids` as ASCII bytes, for a whole batch: one SHA-1 per event
+    (the shared prefix hashed once), the UUID version/variant bits and hex digits set with numpy."""
+    n = len(event_ids)
+    if n == 0:
+        return []
+    prefix = sha1(_NAMESPACE_BYTES + f"{service}\x1f{model_version}\x1f".encode())
+    digests = []
+    for event_id in event_ids:
+        h = prefix.copy()
+        h.update(event_id.encode())
+        digests.append(h.digest())
+    raw = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(n, 20)[:, :16].copy()
+    raw[:, 6] = (raw[:, 6] & 0x0F) | 0x50  # version 5
+    raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80  # RFC 4122 variant
+    text = np.full((n, 36), ord("-"), dtype=np.uint8)
+    text[:, _HEX_SLOTS[0::2]] = _HEX[raw >> 4]
+    text[:, _HEX_SLOTS[1::2]] = _HEX[raw & 0x0F]
+    blob = text.tobytes()
+    return [blob[i:i + 36] for i in range(0, 36 * n, 36)]
+
+
+def _json_items(values: Sequence[Any]) -> list[bytes]:
+    """Each value as orjson writes it inside a list, without the quotes of strings.
+
+    Splitting orjson's encoding of the whole list is exact: a string's own quotes and commas are
+    escaped (``\\"``), so ``","`` (or ``,`` between numbers and ``null``) occurs only between items."""
+    if not values:
+        return []
+    blob = orjson.dumps(values, option=_ORJSON_OPTS)
+    if isinstance(values[0], str | datetime):
+        return blob[2:-2].split(b'","')
+    return blob[1:-1].split(b",")
+
+
+def _literal(value: Any) -> bytes:
+    """A constant of every record, JSON-encoded and safe inside a %-format."""
+    return orjson.dumps(value, option=_ORJSON_OPTS).replace(b"%", b"%%")
+
+
+@dataclass
+class PredictionColumns:
+    """The predictions of one rule (one model) for one batch, as columns in the batch's order."""
+
+    service: Service
+    model_version: str
+    ride_ids: list[str]
+    event_ids: list[str]
+    event_times: list[datetime]
+    values: list[float]
+    scored_at: datetime
+    remaining_min: list[float] | None = None
+    id_service: str | None = None  # when ids must not collide with the service's (see prediction_record)
+    _ids: list[bytes] | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.event_ids)
+
+    @property
+    def ids(self) -> list[bytes]:
+        if self._ids is None:
+            self._ids = prediction_id_bytes(self.id_service or self.service, self.model_version, self.event_ids)
+        return self._ids
+
+    def keys(self) -> list[bytes]:
+        """The message keys: each ride_id (a ride's predictions share its partition)."""
+        return [r.encode() for r in self.ride_ids]
+
+    def encoded(self) -> list[bytes]:
+        """Each prediction as the bytes ``encode_dict(record)`` gives, built column-wise."""
+        if not self.event_ids:
+            return []
+        head = (b'{"schema_version":' + _literal(SCHEMA_VERSION) + b',"prediction_id":"%b","ride_id":"%b"'
+                b',"event_id":"%b","service":' + _literal(self.service) + b',"model_version":'
+                + _literal(self.model_version) + b',"value":%b,"unit":' + _literal(UNITS[self.service])
+                + b',"event_time":"%b","scored_at":' + _literal(self.scored_at))
+        columns = [self.ids, _json_items(self.ride_ids), _json_items(self.event_ids), _json_items(self.values),
+                   _json_items(self.event_times)]
+        if self.remaining_min is None:
+            template = head + b"}"
+        else:
+            template = head + b',"remaining_min":%b}'
+            columns.append(_json_items(self.remaining_min))
+        return [template % row for row in zip(*columns)]
+
+    def records(self) -> list[dict[str, Any]]:
+        """The same predictions as contract dicts."""
+        remaining = self.remaining_min or [None] * len(self)
+        return [prediction_record(self.service, self.model_version, ride, event, at, value, self.scored_at,
+                                  remaining_min=left, prediction_id_=pid.decode())
+                for ride, event, at, value, left, pid in zip(self.ride_ids, self.event_ids, self.event_times,
+                                                             self.values, remaining, self.ids)]
+
+
+class Predictions(Sequence[dict[str, Any]]):
+    """All predictions of one batch (one :class:`PredictionColumns` per rule). Reads as a sequence
+    of contract dicts; sinks that write bytes use :attr:`parts` and skip the dicts."""
+
+    def __init__(self, parts: Sequence[PredictionColumns] = ()):
+        self.parts = [p for p in parts if len(p)]
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.parts)
+
+    @cached_property
+    def _records(self) -> list[dict[str, Any]]:
+        return [r for p in self.parts for r in p.records()]
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return self._records[index]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self._records)
