@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import orjson
-from confluent_kafka import TopicPartition
+from confluent_kafka import ConsumerGroupState, KafkaException, TopicPartition
 
 from bench.loops import Measure, ride_requests
 from consumers.replay import plan, replay
@@ -85,13 +85,14 @@ class Latency:
 def offer(settings: Settings, topic: str, events: list[dict], rate: float | None) -> None:
     """Produce ``events`` at ``rate`` a second (None: as fast as possible)."""
     producer = make_producer(settings, **{"linger.ms": 1})
+    messages = [(encode_dict(e), e["ride_id"].encode()) for e in events]  # encoded before the clock
     t0 = time.monotonic()
-    for i, e in enumerate(events):
+    for i, (value, key) in enumerate(messages):
         if rate and i % 20 == 0:
             delay = t0 + i / rate - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-        produce(producer, topic, encode_dict(e), e["ride_id"].encode())
+        produce(producer, topic, value, key)
         producer.poll(0)
     producer.flush(60)
 
@@ -125,13 +126,32 @@ def latency(settings: Settings, rate: float | None, seconds: float, seed: int, l
     return Latency(rate, len(delays), round(float(p50), 1), round(float(p95), 1), round(float(p99), 1))
 
 
+def wait_for_group(settings: Settings, members: int, timeout: float = 90) -> None:
+    """Until the tip group is stable with ``members`` members that each own partitions."""
+    admin, group = make_admin(settings), settings.group_id("tip")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            desc = admin.describe_consumer_groups([group])[group].result(timeout=10)
+        except KafkaException:  # no group yet, or its coordinator is still loading
+            desc = None
+        if (desc is not None and desc.state == ConsumerGroupState.STABLE and len(desc.members) == members
+                and all(m.assignment.topic_partitions for m in desc.members)):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"{members} tip process(es) did not settle in group {group} in {timeout:.0f}s")
+
+
 def processes_throughput(settings: Settings, events: list[dict], processes: int) -> Measure:
-    """``processes`` tip processes share pre-produced events; the rate is taken from the first
-    to the last prediction's broker timestamp (start-up and group joins not counted)."""
+    """``processes`` tip processes, already settled in their group with the partitions shared,
+    then the events offered at once; the rate is taken from the first to the last prediction's
+    broker timestamp. Offering only after the group settles keeps start-up, joins and the
+    rebalance that a second member causes out of the figure (they would dominate a few seconds)."""
     scoped = contract_topics(settings, f"procs-{processes}")
-    offer(scoped, scoped.topics.events, events, None)
     procs = start_services(scoped, processes)
     try:
+        wait_for_group(scoped, processes)
+        offer(scoped, scoped.topics.events, events, None)
         stamps = sorted(read_timestamps(scoped, scoped.topics.predictions("tip"), len(events), 300).values())
     finally:
         stop_services(procs)
