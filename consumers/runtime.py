@@ -14,11 +14,13 @@ Promises (DESIGN.md):
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -41,6 +43,27 @@ class BatchResult:
     consumed: int = 0
     predictions: int = 0
     dead_letters: int = 0
+
+
+@contextmanager
+def steady_gc(first_threshold: int = 50_000) -> Iterator[None]:
+    """Keep Python's cyclic garbage collector off what start-up built, while a service runs.
+
+    A batch makes ~100k short-lived objects; with the default thresholds the collector ran ~50
+    times per 10k-event batch, and every few batches a full pass walked the models, pandas and
+    every module (~100 ms each). Freezing what exists at start (it is never garbage) and
+    collecting the youngest generation every 50k net allocations instead of 700 took ~30 % off
+    the batch's time (measured per 10k tip events: mean 231 → 161 ms). Reference counting still
+    frees everything non-cyclic at once; cycles are still collected, only less often."""
+    before = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(first_threshold, *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
 
 
 class Runtime:
@@ -108,14 +131,15 @@ class Runtime:
             remaining = {tp: end for tp, (start, end) in self.bounds.items() if end > start}
             self.consumer.assign([TopicPartition(t, p, self.bounds[(t, p)][0]) for t, p in remaining])
         try:
-            while not self.stopping and (self.bounds is None or remaining):
-                msgs = self.consumer.consume(num_messages=s.batch_size, timeout=s.batch_max_wait_ms / 1000)
-                if self.bounds is not None:
-                    msgs = self._within_bounds(msgs, remaining)
-                if msgs:
-                    self.process(msgs)
-                elif self.bounds is None:
-                    self._commit_pending()
+            with steady_gc():
+                while not self.stopping and (self.bounds is None or remaining):
+                    msgs = self.consumer.consume(num_messages=s.batch_size, timeout=s.batch_max_wait_ms / 1000)
+                    if self.bounds is not None:
+                        msgs = self._within_bounds(msgs, remaining)
+                    if msgs:
+                        self.process(msgs)
+                    elif self.bounds is None:
+                        self._commit_pending()
         finally:
             self._close()
         return self.totals
