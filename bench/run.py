@@ -87,6 +87,7 @@ class BenchResult:
             "latency_ms": self.latency_summary(),
             "latency_runs": {r: [x.__dict__ for x in runs] for r, runs in self.latency.items()},
             "processes_events_per_s": self.processes_summary(),
+            "processes_runs": {n: [round(m.per_s, 1) for m in runs] for n, runs in self.processes.items()},
             "replay_events_per_s": statistics.median(m.per_s for m in self.replay) if self.replay else None,
             "notes": self.notes,
             "config": self.config.__dict__,
@@ -172,8 +173,11 @@ def markdown(result: BenchResult) -> str:
             lines.append(f"| {rate} | {q['p50_ms']:.1f} | {q['p95_ms']:.1f} | {q['p99_ms']:.1f} |")
     if result.processes:
         p = result.processes_summary()
+        spread = {n: f" ({min(m.per_s for m in runs):,.0f}–{max(m.per_s for m in runs):,.0f})"
+                  for n, runs in result.processes.items()}
         lines += ["", f"Separate `ridestream consume tip` processes on {result.config.process_events:,} events: "
-                      f"one {p.get('1', 0):,.0f} events/s, two {p.get('2', 0):,.0f} events/s "
+                      f"one {p.get('1', 0):,.0f} events/s{spread.get('1', '')}, "
+                      f"two {p.get('2', 0):,.0f} events/s{spread.get('2', '')} "
                       f"({p.get('two_vs_one', 0):.2f}×, on {machine()['cores']} cores shared with the broker)."]
     if result.replay:
         lines += ["", f"Replay of the {result.config.events:,} events to a file: "
