@@ -14,43 +14,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from hashlib import sha1
 from typing import Any
 
-import numpy as np
 import orjson
 
-from shared.events import _NAMESPACE_BYTES, SCHEMA_VERSION, UNITS, prediction_record
+from shared.events import SCHEMA_VERSION, UNITS, prediction_id_bytes, prediction_record
 from shared.topics import Service
 
 _ORJSON_OPTS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
-_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
-# where the 32 hex digits of a UUID go among its 36 characters (the dashes are at 8, 13, 18, 23)
-_HEX_SLOTS = np.array([i for i in range(36) if i not in (8, 13, 18, 23)])
-
-
-def prediction_id_bytes(service: str, model_version: str, event_ids: Sequence[str]) -> list[bytes]:
-    """:func:`shared.events.prediction_ids` as ASCII bytes, for a whole batch: one SHA-1 per event
-    (the shared prefix hashed once), the UUID version/variant bits and hex digits set with numpy."""
-    n = len(event_ids)
-    if n == 0:
-        return []
-    prefix = sha1(_NAMESPACE_BYTES + f"{service}\x1f{model_version}\x1f".encode())
-    digests = []
-    for event_id in event_ids:
-        h = prefix.copy()
-        h.update(event_id.encode())
-        digests.append(h.digest())
-    raw = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(n, 20)[:, :16].copy()
-    raw[:, 6] = (raw[:, 6] & 0x0F) | 0x50  # version 5
-    raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80  # RFC 4122 variant
-    text = np.full((n, 36), ord("-"), dtype=np.uint8)
-    text[:, _HEX_SLOTS[0::2]] = _HEX[raw >> 4]
-    text[:, _HEX_SLOTS[1::2]] = _HEX[raw & 0x0F]
-    blob = text.tobytes()
-    return [blob[i:i + 36] for i in range(0, 36 * n, 36)]
-
-
 def _json_items(values: Sequence[Any]) -> list[bytes]:
     """Each value as orjson writes it inside a list, without the quotes of strings.
 
@@ -81,7 +52,6 @@ class PredictionColumns:
     values: list[float]
     scored_at: datetime
     remaining_min: list[float] | None = None
-    id_service: str | None = None  # when ids must not collide with the service's (see prediction_record)
     _ids: list[bytes] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
@@ -90,7 +60,7 @@ class PredictionColumns:
     @property
     def ids(self) -> list[bytes]:
         if self._ids is None:
-            self._ids = prediction_id_bytes(self.id_service or self.service, self.model_version, self.event_ids)
+            self._ids = prediction_id_bytes(self.service, self.model_version, self.event_ids)
         return self._ids
 
     def keys(self) -> list[bytes]:
