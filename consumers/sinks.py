@@ -1,7 +1,8 @@
 """Where the runtime's output goes: Kafka topics (live, or a backfill topic) or a file (replay).
 
-The runtime calls ``emit`` with each batch's predictions (:class:`shared.predictions.Predictions`) and ``dead_letter`` for each bad message, then
-``flush``, which waits for everything to be durable and returns how many writes failed.
+The runtime calls ``emit`` with each batch's predictions (:class:`shared.predictions.Predictions`)
+and ``dead_letter`` for each bad message, then ``flush``, which waits for everything to be durable
+and returns how many writes failed.
 """
 
 from __future__ import annotations
