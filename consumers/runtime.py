@@ -18,7 +18,6 @@ import gc
 import logging
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from consumers.metrics import ServiceMetrics
-from consumers.scoring import RideMemory, ServiceSpec, score_batch
+from consumers.scoring import RideMemory, ServiceSpec, by_event_type, score_groups
 from consumers.sinks import KafkaSink, Sink
 from shared.artifacts import Model
 from shared.codec import InvalidMessage, decode_event
@@ -192,12 +191,13 @@ class Runtime:
                 continue
             events.append(event)
 
-        for event_type, count in Counter(e.event_type for e in events).items():  # once per type, not per event
-            self.metrics.events_in.labels(self.spec.name, event_type).inc(count)
+        by_type = by_event_type(events)
+        for event_type, group in by_type.items():  # once per type, not per event
+            self.metrics.events_in.labels(self.spec.name, event_type).inc(len(group))
         if self.observe:
             self.observe(events)
         scored_at = datetime.now(timezone.utc)
-        predictions = score_batch(self.spec, self.models, self.memory, events, scored_at)
+        predictions = score_groups(self.spec, self.models, self.memory, by_type, scored_at)
         self.metrics.scoring_seconds.labels(self.spec.name).observe(time.monotonic() - received)
         self.sink.emit(predictions)
         result.predictions = len(predictions)

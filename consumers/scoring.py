@@ -86,12 +86,23 @@ class ServiceSpec:
         return sorted({r.model for r in self.rules})
 
 
+def by_event_type(events: Sequence[Any]) -> dict[str, list[Any]]:
+    """A batch's events grouped by type, each group in the batch's order."""
+    groups: dict[str, list[Any]] = {}
+    for event in events:
+        groups.setdefault(event.event_type, []).append(event)
+    return groups
+
+
 def score_batch(spec: ServiceSpec, models: dict[str, Model], memory: RideMemory,
                 events: Sequence[Any], scored_at: datetime) -> Predictions:
     """The predictions (in the batch's order per rule) for one batch of events."""
-    by_type: dict[str, list[Any]] = {}
-    for event in events:
-        by_type.setdefault(event.event_type, []).append(event)
+    return score_groups(spec, models, memory, by_event_type(events), scored_at)
+
+
+def score_groups(spec: ServiceSpec, models: dict[str, Model], memory: RideMemory,
+                 by_type: dict[str, list[Any]], scored_at: datetime) -> Predictions:
+    """:func:`score_batch` for events already grouped by :func:`by_event_type`."""
     parts = []
     for rule in spec.rules:
         batch = by_type.get(rule.event_type)
