@@ -11,7 +11,7 @@ when someone asks (replay to a table, evaluation, tests).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 from typing import Any
@@ -52,16 +52,13 @@ class PredictionColumns:
     values: list[float]
     scored_at: datetime
     remaining_min: list[float] | None = None
-    _ids: list[bytes] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.event_ids)
 
-    @property
+    @cached_property
     def ids(self) -> list[bytes]:
-        if self._ids is None:
-            self._ids = prediction_id_bytes(self.service, self.model_version, self.event_ids)
-        return self._ids
+        return prediction_id_bytes(self.service, self.model_version, self.event_ids)
 
     def keys(self) -> list[bytes]:
         """The message keys: each ride_id (a ride's predictions share its partition)."""
