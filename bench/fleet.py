@@ -20,7 +20,7 @@ import numpy as np
 import orjson
 from confluent_kafka import ConsumerGroupState, KafkaException, TopicPartition
 
-from bench.loops import Measure, ride_requests
+from bench.loops import Measure, preproduce, ride_requests
 from consumers.replay import plan, replay
 from consumers.services import TIP
 from consumers.sinks import FileSink
@@ -104,8 +104,7 @@ def publish_at_once(settings: Settings, topic: str, events: list[dict]) -> None:
     producer = make_producer(settings, **{"transactional.id": f"{settings.namespace}bench-{time.monotonic_ns()}"})
     producer.init_transactions(30)
     producer.begin_transaction()
-    for e in events:
-        produce(producer, topic, encode_dict(e), e["ride_id"].encode())
+    preproduce(settings, topic, events, producer)
     producer.commit_transaction(120)
 
 

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from dataclasses import dataclass
 
 import numpy as np
-from confluent_kafka import TopicPartition
+from confluent_kafka import Producer, TopicPartition
 
 from consumers.runtime import Runtime
 from consumers.services import TIP
@@ -54,8 +54,10 @@ def ride_requests(n: int, seed: int = 0) -> list[dict]:
             for i in range(n)]
 
 
-def preproduce(settings: Settings, topic: str, events: list[dict]) -> None:
-    producer = make_producer(settings)
+def preproduce(settings: Settings, topic: str, events: list[dict], producer: Producer | None = None) -> None:
+    """Produce ``events`` keyed by ride_id and wait until all are acknowledged (with ``producer``,
+    e.g. a transactional one, instead of a new one)."""
+    producer = producer or make_producer(settings)
     for e in events:
         produce(producer, topic, encode_dict(e), e["ride_id"].encode())
     flush_all(producer)
