@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import glob
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 from pathlib import Path
@@ -200,25 +200,46 @@ def epoch_seconds(times: pd.Series) -> np.ndarray:
 def local_hour_weekday(epoch_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """NYC local hour (0–23) and weekday (Monday 0) of UTC epoch seconds: traffic keeps local time.
 
-    A live batch spans seconds, so its first and last times nearly always share one UTC offset:
-    then plain arithmetic does (pandas' time-zone conversion costs about a millisecond per call,
-    which a small batch feels). Otherwise — a batch across a DST change, training tables — pandas."""
+    Times from 1970 to 2100 take their UTC offset from a table of New York's offset changes (one
+    ``searchsorted``): pandas' time-zone conversion costs about a millisecond per call, which a
+    small live batch feels. Anything else (NaN, other centuries) goes through pandas."""
     epoch = np.asarray(epoch_s, dtype=np.float64)
+    starts, offsets = _nyc_offsets()
     if len(epoch):
         lo, hi = float(epoch.min()), float(epoch.max())
-        if hi - lo < 86400 and np.isfinite(lo) and np.isfinite(hi):
-            offsets = {_utc_offset_s(lo), _utc_offset_s(hi)}
-            if len(offsets) == 1:
-                local_s = np.floor(epoch + offsets.pop()).astype(np.int64)
-                # 1970-01-01 was a Thursday (3 when Monday is 0)
-                return (local_s // 3600) % 24, (local_s // 86400 + 3) % 7
+        if starts[0] <= lo and hi < _TABLE_END_S:  # False for NaN too
+            local_s = np.floor(epoch + offsets[np.searchsorted(starts, epoch, side="right") - 1]).astype(np.int64)
+            # 1970-01-01 was a Thursday (3 when Monday is 0)
+            return (local_s // 3600) % 24, (local_s // 86400 + 3) % 7
     local = pd.to_datetime(epoch, unit="s", utc=True).tz_convert(NYC_TZ)
     return np.asarray(local.hour, dtype=np.int64), np.asarray(local.day_of_week, dtype=np.int64)
 
 
 _NYC = ZoneInfo(NYC_TZ)
+_TABLE_END_S = datetime(2101, 1, 1, tzinfo=timezone.utc).timestamp()
 
 
 def _utc_offset_s(epoch_s: float) -> float:
     offset = datetime.fromtimestamp(epoch_s, _NYC).utcoffset()
     return offset.total_seconds() if offset is not None else 0.0
+
+
+@lru_cache(maxsize=1)
+def _nyc_offsets() -> tuple[np.ndarray, np.ndarray]:
+    """When each of New York's UTC offsets took effect (epoch seconds, 1970–2100) and the offset.
+
+    Built once from zoneinfo (a few thousand lookups, ~10 ms): the offset is read at every month's
+    start, and where two months differ the change is found to the second by bisection (New York
+    changes its offset at most once a month)."""
+    months = [int(datetime(y, m, 1, tzinfo=timezone.utc).timestamp()) for y in range(1970, 2101) for m in range(1, 13)]
+    starts, offsets = [months[0]], [_utc_offset_s(months[0])]
+    for a, b in zip(months, months[1:]):
+        before = _utc_offset_s(a)
+        if _utc_offset_s(b) == before:
+            continue
+        while b - a > 1:  # invariant: offset(a) == before != offset(b)
+            mid = (a + b) // 2
+            a, b = (mid, b) if _utc_offset_s(mid) == before else (a, mid)
+        starts.append(b)
+        offsets.append(_utc_offset_s(b))
+    return np.array(starts, dtype=np.float64), np.array(offsets, dtype=np.float64)

@@ -86,3 +86,20 @@ def test_local_hour_and_weekday_match_pandas_across_dst_changes():
     wide = rng.uniform(1.5e9, 1.6e9, 500)  # a training table: spans years
     hour, weekday = local_hour_weekday(wide)
     assert (hour == pd.to_datetime(wide, unit="s", utc=True).tz_convert(NYC_TZ).hour).all()
+
+
+def test_local_hour_and_weekday_at_every_offset_change_from_1970_to_2100_and_beyond():
+    import numpy as np
+    import pandas as pd
+
+    from shared.tlc import NYC_TZ, _nyc_offsets, local_hour_weekday
+
+    starts, _ = _nyc_offsets()
+    assert len(starts) > 250  # two changes a year
+    around = np.concatenate([starts[1:] + d for d in (-3600, -1, -0.25, 0, 0.25, 1, 3599)])
+    everywhere = np.random.default_rng(1).uniform(0, 4.1e9, 100_000)
+    outside = np.array([-1e9, 4.2e9, 5e9])  # before the table and after it: pandas
+    for times in (around, everywhere, outside):
+        local = pd.to_datetime(times, unit="s", utc=True).tz_convert(NYC_TZ)
+        hour, weekday = local_hour_weekday(times)
+        assert (hour == local.hour).all() and (weekday == local.day_of_week).all()
