@@ -132,7 +132,7 @@ class Runtime:
         try:
             with steady_gc():
                 while not self.stopping and (self.bounds is None or remaining):
-                    msgs = self.consumer.consume(num_messages=s.batch_size, timeout=s.batch_max_wait_ms / 1000)
+                    msgs = self._next_batch()
                     if self.bounds is not None:
                         msgs = self._within_bounds(msgs, remaining)
                     if msgs:
@@ -142,6 +142,21 @@ class Runtime:
         finally:
             self._close()
         return self.totals
+
+    def _next_batch(self) -> list[Message]:
+        """Whatever the consumer has fetched, up to ``batch_size``, at once; if nothing has, the
+        first message to arrive within ``batch_max_wait_ms`` and whatever came with it.
+
+        A batch is never held back to fill up (librdkafka's batch consume would wait out the whole
+        timeout): under load batches grow by themselves, since more arrives while one is scored,
+        and at a trickle an event waits for nothing but the batch before it."""
+        size = self.settings.batch_size
+        msgs = self.consumer.consume(num_messages=size, timeout=0)
+        if not msgs:
+            msgs = self.consumer.consume(num_messages=1, timeout=self.settings.batch_max_wait_ms / 1000)
+            if msgs and size > 1:
+                msgs += self.consumer.consume(num_messages=size - 1, timeout=0)
+        return msgs
 
     def _within_bounds(self, msgs: list[Message], remaining: dict[tuple[str, int], int]) -> list[Message]:
         """Drop what lies past each partition's end; a partition whose end is reached is done."""
