@@ -93,7 +93,12 @@ class Runtime:
         self.bounds = bounds
         self.progress = progress
         self.observe = observe
-        self._pending: dict[tuple[str, int], int] = {}  # offsets processed but not yet committed
+        self._pending: dict[tuple[str, int], int] = {}  # offsets processed and delivered, not yet committed
+        # batches produced but not yet known to be delivered: their next offsets, the first offsets
+        # of the oldest of them (where a failed delivery rewinds to) and when it was produced
+        self._unsettled: dict[tuple[str, int], int] = {}
+        self._rewind: dict[tuple[str, int], int] = {}
+        self._unsettled_since = 0.0
         self.totals = BatchResult()
         for name in spec.model_names:
             self.metrics.model_info.labels(spec.name, name, models[name].version).set(1)
@@ -117,8 +122,9 @@ class Runtime:
 
     def run(self) -> BatchResult:
         s = self.settings
+        compiling = threading.Thread(target=self.accelerate_models, name="compile-models", daemon=True)
         if s.native_models:
-            threading.Thread(target=self.accelerate_models, name="compile-models", daemon=True).start()
+            compiling.start()
         self.consumer = make_consumer(s, self.group_id)
         if self.sink is None:
             self.sink = KafkaSink.create(s, self.output_topic, self.dlq_topic)
@@ -138,9 +144,14 @@ class Runtime:
                     if msgs:
                         self.process(msgs)
                     elif self.bounds is None:
-                        self._commit_pending()
+                        self._settle(wait=True)
         finally:
             self._close()
+            if compiling.is_alive():
+                # a run shorter than the compilation (a small replay) waits for it: the process
+                # must not exit while native code runs in that thread (it aborts the interpreter)
+                log.info("waiting for the models' compilation to finish")
+                compiling.join()
         return self.totals
 
     def _next_batch(self) -> list[Message]:
@@ -171,10 +182,10 @@ class Runtime:
         return kept
 
     def _close(self) -> None:
+        if self.bounds is None:
+            self._settle(wait=True)  # before the sink closes: a failure there must not be committed
         if self.sink is not None:
             self.sink.close()
-        if self.bounds is None:
-            self._commit_pending()
         self.consumer.close()  # leaves the group (if it joined one): its partitions move at once
 
     # --- one batch ---------------------------------------------------------------------------
@@ -217,19 +228,13 @@ class Runtime:
         self.sink.emit(predictions)
         result.predictions = len(predictions)
 
-        failed = self.sink.flush()  # every prediction and dead letter of the batch is durable…
-        if failed:
-            # …or the batch is processed again, with the same ids
-            log.warning("%d deliveries failed; reprocessing the batch", failed)
-            for (topic, partition), offset in first_offsets.items():
-                try:
-                    self.consumer.seek(TopicPartition(topic, partition, offset))
-                except KafkaException:  # revoked meanwhile: its new owner starts from the commit
-                    pass
-            return result
-        if self.bounds is None:  # a bounded run (replay) never commits
-            self._pending.update(next_offsets)
-            self._commit_pending()
+        if not self._unsettled:
+            self._unsettled_since = received
+        for tp, offset in first_offsets.items():
+            self._rewind.setdefault(tp, offset)
+        self._unsettled.update(next_offsets)
+        due = time.monotonic() - self._unsettled_since >= self.settings.commit_interval_ms / 1000
+        self._settle(wait=self.bounds is not None or due)
         self.metrics.predictions_out.labels(self.spec.name).inc(len(predictions))
         self.metrics.batch_size.labels(self.spec.name).observe(len(msgs))
         self.metrics.latency.labels(self.spec.name).observe(time.monotonic() - received)
@@ -251,6 +256,37 @@ class Runtime:
         self.metrics.dlq.labels(self.spec.name, exc.error_type).inc()
 
     # --- offsets and rebalancing -------------------------------------------------------------
+    def _settle(self, wait: bool) -> None:
+        """Commit the batches whose every prediction and dead letter the broker acknowledged.
+
+        The next batch does not wait for the last one's acknowledgements (that wait was a third of
+        a batch's time at a few thousand events/s): offsets are committed once the producer has
+        nothing outstanding, or — with ``wait``: every ``commit_interval_ms``, when idle, on a
+        rebalance and on close — after flushing it. At-least-once holds: nothing
+        is committed before everything produced before it is durable, and a failed delivery
+        rewinds every partition to the oldest unsettled batch, which is scored again with the same
+        ids. A bounded run (replay) commits nothing."""
+        if not self._unsettled:
+            if wait and self.bounds is None:
+                self._commit_pending()
+            return
+        failed = self.sink.flush() if wait else self.sink.settled()
+        if failed is None:
+            return
+        if failed:
+            log.warning("%d deliveries failed; reprocessing from the oldest unacknowledged batch", failed)
+            for (topic, partition), offset in self._rewind.items():
+                try:
+                    self.consumer.seek(TopicPartition(topic, partition, offset))
+                except KafkaException:  # revoked meanwhile: its new owner starts from the commit
+                    pass
+        elif self.bounds is None:
+            self._pending.update(self._unsettled)
+        self._unsettled.clear()
+        self._rewind.clear()
+        if self.bounds is None:
+            self._commit_pending()
+
     def _commit_pending(self, only: set[tuple[str, int]] | None = None) -> None:
         pending = {tp: o for tp, o in self._pending.items() if only is None or tp in only}
         if not pending:
@@ -269,8 +305,9 @@ class Runtime:
         log.info("assigned %s", [p.partition for p in partitions])
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # batches are processed whole before the next poll, so nothing is in flight here:
+        # batches are processed whole before the next poll; wait for their deliveries, then
         # commit what was processed on the partitions that are leaving
+        self._settle(wait=True)
         self._commit_pending({(p.topic, p.partition) for p in partitions})
         for p in partitions:
             self._pending.pop((p.topic, p.partition), None)
@@ -278,7 +315,8 @@ class Runtime:
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for p in partitions:  # another member owns them now: its commits win
-            self._pending.pop((p.topic, p.partition), None)
+            for offsets in (self._pending, self._unsettled, self._rewind):
+                offsets.pop((p.topic, p.partition), None)
 
     def _update_lag(self, next_offsets: dict[tuple[str, int], int]) -> None:
         for (topic, partition), offset in next_offsets.items():

@@ -28,6 +28,7 @@ class Sink(Protocol):
     def emit(self, predictions: Predictions) -> None: ...
     def dead_letter(self, msg: Message, headers: list[tuple[str, bytes]]) -> None: ...
     def flush(self) -> int: ...
+    def settled(self) -> int | None: ...
     def close(self) -> None: ...
 
 
@@ -69,7 +70,17 @@ class KafkaSink:
                     on_delivery=self._on_delivery)
 
     def flush(self) -> int:
+        """Wait until everything produced so far is acknowledged; how many deliveries failed."""
         flush_all(self.producer)
+        failed, self.failed = self.failed, 0
+        return failed
+
+    def settled(self) -> int | None:
+        """Like :meth:`flush` without waiting: None while any delivery is still outstanding.
+        (The producer's length counts queued and in-flight messages and unserved delivery reports.)"""
+        self.producer.poll(0)
+        if len(self.producer):
+            return None
         failed, self.failed = self.failed, 0
         return failed
 
@@ -93,6 +104,9 @@ class FileSink:
         pass
 
     def flush(self) -> int:
+        return 0
+
+    def settled(self) -> int | None:
         return 0
 
     def close(self) -> None:

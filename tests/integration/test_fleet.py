@@ -19,7 +19,7 @@ from consumers.services import TIP
 from shared.artifacts import Model, load_model
 from shared.codec import decode_event
 from shared.events import Prediction
-from shared.kafka import make_admin, make_producer
+from shared.kafka import make_admin, make_consumer, make_producer
 from shared.topics import create_topics
 from tests.integration.fleet import Fleet, fleet_env, publish, read_all, values, wait_for
 
@@ -322,3 +322,67 @@ def test_metrics_endpoint_counts_what_the_service_did(kafka, fleet):
                  "ridestream_consumer_lag{", 'ridestream_model_info{model="tip"'):
         assert name in text
     assert fleet.terminate(proc) == 0
+
+
+def test_a_failed_delivery_rewinds_to_the_oldest_unacknowledged_batch_and_commits_only_after(kafka):
+    """Batches are produced without waiting for the previous one's acknowledgements; a failure
+    reported for any of them must score them again (same ids) and commit nothing before that."""
+    from confluent_kafka import TopicPartition
+
+    from consumers.sinks import KafkaSink
+
+    kafka.create_contract_topics()
+    sent = publish(kafka.settings, rides=200, seed=9)
+    requests = of_type(sent, "ride_requested")
+    settings = kafka.settings.model_copy(update={"batch_size": 50})
+    topic = settings.topics.events
+    commits: list[tuple[int, dict]] = []  # (messages consumed so far, offsets being committed)
+    failed_at: list[int] = []  # messages consumed when the failure was reported
+
+    class FailsOnce(KafkaSink):
+        """A real sink that reports one failed delivery the first time a batch settles."""
+        injected = False
+
+        def _report(self, failed: int | None) -> int | None:
+            if failed is None or FailsOnce.injected:
+                return failed
+            FailsOnce.injected = True
+            failed_at.append(runtime.totals.consumed)
+            return failed + 1
+
+        def settled(self) -> int | None:
+            return self._report(super().settled())
+
+        def flush(self) -> int:
+            return self._report(super().flush())
+
+    sink = FailsOnce.create(settings, settings.topics.predictions("tip"), settings.topics.dlq)
+    runtime = Runtime(TIP, settings, {"tip": load_model("tip")}, sink=sink)
+    commit = runtime._commit_pending
+
+    def recorded(only=None):
+        commits.append((runtime.totals.consumed, dict(runtime._pending)))
+        return commit(only)
+
+    runtime._commit_pending = recorded
+    worker = threading.Thread(target=runtime.run)
+    worker.start()
+    try:  # the failure is reported when batches first settle (at the latest when the input runs dry)
+        assert wait_for(lambda: FailsOnce.injected and len(service_predictions(kafka, "tip")) > len(requests))
+    finally:
+        runtime.stop()
+        worker.join(60)
+    predictions = service_predictions(kafka, "tip")
+    by_event: dict[str, set[str]] = {}
+    for p in predictions:
+        by_event.setdefault(p["event_id"], set()).add(p["prediction_id"])
+    assert set(by_event) == requests and all(len(ids) == 1 for ids in by_event.values())  # same ids
+    assert len(predictions) > len(requests)  # the rewound batches were scored again
+    # the failure came before any commit, and what was unsettled then was not committed with it
+    assert failed_at and all(consumed > failed_at[0] for consumed, offsets in commits if offsets)
+    consumer = make_consumer(kafka.settings, settings.group_id("tip"))
+    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    committed = consumer.committed([TopicPartition(topic, p) for p in parts], timeout=10)
+    ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+    consumer.close()
+    assert {tp.partition: tp.offset for tp in committed if tp.offset >= 0} == {p: e for p, e in ends.items() if e > 0}
