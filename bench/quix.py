@@ -1,7 +1,8 @@
 """Runs the Quix Streams peer (:mod:`bench.quix_app`) in a virtualenv the bench makes itself on
 first use: quixstreams pins older confluent-kafka, pydantic and pydantic-settings than ridestream
 does, so it cannot share the project's environment. The model's libraries (scikit-learn, numpy,
-pandas, joblib, orjson) are installed at the project's own versions, so the same artifact loads."""
+pandas, joblib, orjson, msgspec) are installed at the project's own versions, so the same artifact
+loads and `shared` imports."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from shared.topics import TopicSpec, create_topics
 from shared.kafka import make_admin
 
 QUIXSTREAMS = "quixstreams==3.28.1"
-SHARED_PINS = ("scikit-learn", "scipy", "numpy", "pandas", "joblib", "orjson")
+SHARED_PINS = ("scikit-learn", "scipy", "numpy", "pandas", "joblib", "orjson", "msgspec")
 APP = Path(__file__).resolve().parent / "quix_app.py"
 
 

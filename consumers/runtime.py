@@ -30,7 +30,7 @@ from consumers.metrics import ServiceMetrics
 from consumers.scoring import RideMemory, ServiceSpec, by_event_type, score_groups
 from consumers.sinks import KafkaSink, Sink
 from shared.artifacts import Model
-from shared.codec import InvalidMessage, decode_event
+from shared.codec import InvalidMessage, read_event
 from shared.kafka import make_consumer
 from shared.settings import Settings
 
@@ -205,7 +205,7 @@ class Runtime:
             first_offsets.setdefault(tp, msg.offset())
             next_offsets[tp] = msg.offset() + 1
             try:
-                event = decode_event(msg.value())
+                event = read_event(msg.value())
                 key = msg.key()
                 if key is None:
                     raise InvalidMessage("missing_key", "the message has no key (expected the ride_id)")

@@ -8,11 +8,13 @@ and one-line ``message`` are what the DLQ headers carry.
 
 from __future__ import annotations
 
+from datetime import timezone
 from typing import Any
 
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from shared import fast_events
 from shared.events import EVENT_TYPES, RideEvent, ride_event_adapter
 
 _ORJSON_OPTS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
@@ -50,6 +52,23 @@ def decode_event(value: bytes | None) -> RideEvent:
         return _validate_json(value)
     except ValidationError as exc:
         raise _classify(exc) from None
+
+
+def read_event(value: bytes | None) -> RideEvent | fast_events.FastEvent:
+    """What the services decode with: :func:`decode_event`'s verdict, faster.
+
+    msgspec tries first (:mod:`shared.fast_events`, several times faster); anything it refuses,
+    and any time not in UTC, goes to the contract's own validator, which accepts it or raises
+    :class:`InvalidMessage` with the same reason :func:`decode_event` gives. The event is then a
+    msgspec struct or a pydantic model with the same fields; read them as attributes."""
+    if value:
+        try:
+            event = fast_events.decode(value)
+            if event.event_time.tzinfo is timezone.utc:  # msgspec's own UTC object for Z, ±00:00
+                return event
+        except fast_events.Refused:
+            pass
+    return decode_event(value)
 
 
 def _classify(exc: ValidationError) -> InvalidMessage:
