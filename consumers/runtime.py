@@ -3,8 +3,9 @@
 Promises (DESIGN.md):
 
 * at-least-once — a batch's offsets are committed only after every prediction and DLQ entry of
-  that batch is acknowledged by the broker; a SIGKILL loses nothing and may repeat a batch, with
-  the same deterministic ``prediction_id`` values;
+  that batch (and of every batch before it) is acknowledged by the broker; the next batch does not
+  wait for those acknowledgements (:meth:`Runtime._settle`); a SIGKILL loses nothing and may
+  repeat the batches of the last ``commit_interval_ms``, with the same ``prediction_id`` values;
 * one bad message never stops a partition — it goes to the DLQ with its reason and original bytes;
 * one ``predict`` per model per batch (:func:`consumers.scoring.score_batch`);
 * a full producer queue means wait and poll, never drop;
