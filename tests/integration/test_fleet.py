@@ -126,16 +126,27 @@ def test_poison_messages_go_to_the_dlq_and_the_rest_is_scored(kafka, fleet):
 
 
 def test_sigkill_mid_stream_loses_nothing_and_repeats_keep_their_ids(kafka, fleet):
-    sent = publish(kafka.settings, rides=400, seed=4)
-    requests = of_type(sent, "ride_requested")
+    sent = publish(kafka.settings, rides=100, seed=4)
+    # then a stream for the kills to land in (a backlog alone is scored in well under a second)
+    feeding = threading.Thread(target=lambda: sent.extend(
+        publish(kafka.settings, rides=1200, seed=7, rate=700, id_prefix="stream")))
+    feeding.start()
     env_batch = ("--batch-size", "200")
+    group = kafka.settings.group_id("tip")
     for _ in range(3):
         proc = fleet.start("tip", *env_batch)
         count = len(service_predictions(kafka, "tip"))
-        wait_for(lambda: len(service_predictions(kafka, "tip")) > count + 20, timeout=60, every=0.05)
+        assert wait_for(lambda: len(service_predictions(kafka, "tip")) > count + 20, timeout=60, every=0.05)
         fleet.kill(proc)
+    feeding.join(120)
+    requests = of_type(sent, "ride_requested")
+    # the killed members' sessions expire (6 s), so that a member seen below is the new process:
+    # the killed ones may have answered everything already, and a SIGTERM sent while the new one
+    # is still importing would meet no handler yet
+    assert wait_for(lambda: members(kafka, group) == 0, timeout=60)
     proc = fleet.start("tip", *env_batch)
     assert wait_for(lambda: answered(kafka, "tip", requests))
+    assert wait_for(lambda: members(kafka, group) == 1, timeout=60, every=0.1)
     preds = service_predictions(kafka, "tip")
     ids_by_event: dict[str, set[str]] = {}
     for p in preds:
@@ -173,6 +184,14 @@ def test_sigterm_drains_so_a_restart_repeats_nothing(kafka, fleet):
     preds = service_predictions(kafka, "tip")
     assert Counter(p["event_id"] for p in preds) == Counter(requests)  # exactly once each
     assert fleet.terminate(proc) == 0
+
+
+def members(kafka, group: str) -> int | None:
+    """How many members ``group`` has (None while it cannot be described yet)."""
+    try:
+        return len(group_assignment(kafka, group))
+    except KafkaException:  # no group yet, or its coordinator is still loading
+        return None
 
 
 def group_assignment(kafka, group: str) -> list[list[int]]:
