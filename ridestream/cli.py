@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-import logging
+import os
 import sys
 
-import typer
+from ridestream import startup_signals
 
-from broker.local import BrokerError
-from ridestream import (
+if __name__ == "__main__" or os.path.basename(sys.argv[0]) == "ridestream":  # the program, not an import
+    startup_signals.install()  # before the heavy imports below: a stop during start-up exits cleanly
+
+import logging  # noqa: E402
+
+import typer  # noqa: E402
+
+from broker.local import BrokerError  # noqa: E402
+from ridestream import (  # noqa: E402
     batch_cmd,
     bench_cmd,
     broker_cmd,
@@ -22,8 +29,8 @@ from ridestream import (
     train_cmd,
     watch_cmd,
 )
-from ridestream.console import err
-from shared.errors import RidestreamError
+from ridestream.console import err  # noqa: E402
+from shared.errors import RidestreamError  # noqa: E402
 
 app = typer.Typer(
     help="Real-time ML on taxi-ride events: Kafka, a backend and a fleet of scoring services.",
@@ -59,6 +66,7 @@ def _root(verbose: bool = typer.Option(False, "-v", "--verbose", help="log Kafka
 
 
 def main() -> None:
+    startup_signals.settle()
     try:
         app()
     except (RidestreamError, BrokerError) as exc:
