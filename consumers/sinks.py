@@ -1,8 +1,9 @@
 """Where the runtime's output goes: Kafka topics (live, or a backfill topic) or a file (replay).
 
 The runtime calls ``emit`` with each batch's predictions (:class:`shared.predictions.Predictions`)
-and ``dead_letter`` for each bad message, then ``flush``, which waits for everything to be durable
-and returns how many writes failed.
+and ``dead_letter`` for each bad message; then ``settled``, which says without waiting whether
+everything so far is durable (None while not) and how many writes failed, or ``flush``, which
+waits for it.
 """
 
 from __future__ import annotations
@@ -79,10 +80,7 @@ class KafkaSink:
         """Like :meth:`flush` without waiting: None while any delivery is still outstanding.
         (The producer's length counts queued and in-flight messages and unserved delivery reports.)"""
         self.producer.poll(0)
-        if len(self.producer):
-            return None
-        failed, self.failed = self.failed, 0
-        return failed
+        return None if len(self.producer) else self.flush()  # nothing outstanding: flush returns at once
 
     def close(self) -> None:
         self.flush()
