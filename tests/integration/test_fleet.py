@@ -165,10 +165,7 @@ def test_sigterm_drains_so_a_restart_repeats_nothing(kafka, fleet):
     group = kafka.settings.group_id("tip")
 
     def up() -> bool:  # in the group, so well past start-up and its SIGTERM handler
-        try:
-            return len(group_assignment(kafka, group)) == 1
-        except KafkaException:  # no group yet, or its coordinator is still loading
-            return False
+        return members(kafka, group) == 1
 
     for _ in range(3):
         proc = fleet.start("tip", "--batch-size", "200")
