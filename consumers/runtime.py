@@ -7,7 +7,9 @@ Promises (DESIGN.md):
   wait for those acknowledgements (:meth:`Runtime._settle`); a SIGKILL loses nothing and may
   repeat the batches of the last ``commit_interval_ms``, with the same ``prediction_id`` values;
 * one bad message never stops a partition — it goes to the DLQ with its reason and original bytes;
-* one ``predict`` per model per batch (:func:`consumers.scoring.score_batch`);
+* one ``predict`` per model per batch (:func:`consumers.scoring.score_batch`); a batch's output
+  is produced while the next batch's compiled trees run, when a next batch is already waiting
+  (:meth:`Runtime.process`), and at once when none is;
 * a full producer queue means wait and poll, never drop;
 * SIGTERM/Ctrl-C drains: the batch in flight is finished, flushed and committed, then the
   consumer leaves the group.
@@ -20,9 +22,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -32,7 +35,9 @@ from consumers.scoring import RideMemory, ServiceSpec, by_event_type, score_grou
 from consumers.sinks import KafkaSink, Sink
 from shared.artifacts import Model
 from shared.codec import InvalidMessage, read_event
+from shared.compiled import meanwhile
 from shared.kafka import make_consumer
+from shared.predictions import Predictions
 from shared.settings import Settings
 
 log = logging.getLogger("ridestream.runtime")
@@ -43,6 +48,18 @@ class BatchResult:
     consumed: int = 0
     predictions: int = 0
     dead_letters: int = 0
+
+
+@dataclass
+class ScoredBatch:
+    """A batch scored and not yet produced: its output, and the offsets it covers."""
+
+    received: float
+    result: BatchResult
+    predictions: Predictions = field(default_factory=Predictions)
+    dead_letters: list[tuple[Message, list[tuple[str, bytes]]]] = field(default_factory=list)
+    first_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
 @contextmanager
@@ -100,6 +117,7 @@ class Runtime:
         self._unsettled: dict[tuple[str, int], int] = {}
         self._rewind: dict[tuple[str, int], int] = {}
         self._unsettled_since = 0.0
+        self._deferred: ScoredBatch | None = None  # scored, produced with the next batch's trees
         self.totals = BatchResult()
         for name in spec.model_names:
             self.metrics.model_info.labels(spec.name, name, models[name].version).set(1)
@@ -165,6 +183,8 @@ class Runtime:
         size = self.settings.batch_size
         msgs = self.consumer.consume(num_messages=size, timeout=0)
         if not msgs:
+            self._emit_deferred()  # nothing to overlap it with: its events must not wait
+            self._settle_if_due()
             msgs = self.consumer.consume(num_messages=1, timeout=self.settings.batch_max_wait_ms / 1000)
             if msgs and size > 1:
                 msgs += self.consumer.consume(num_messages=size - 1, timeout=0)
@@ -183,6 +203,7 @@ class Runtime:
         return kept
 
     def _close(self) -> None:
+        self._emit_deferred()
         if self.bounds is None:
             self._settle(wait=True)  # before the sink closes: a failure there must not be committed
         if self.sink is not None:
@@ -191,11 +212,12 @@ class Runtime:
 
     # --- one batch ---------------------------------------------------------------------------
     def process(self, msgs: Sequence[Message]) -> BatchResult:
+        """Validate and score a batch. Its output is produced while the next batch's trees run
+        (:func:`shared.compiled.meanwhile`), or as soon as no next batch is waiting
+        (:meth:`_next_batch`), so a batch's Python work overlaps the next one's native work."""
         received = time.monotonic()
-        result = BatchResult(consumed=len(msgs))
+        batch = ScoredBatch(received, BatchResult(consumed=len(msgs)))
         events = []
-        next_offsets: dict[tuple[str, int], int] = {}
-        first_offsets: dict[tuple[str, int], int] = {}
         for msg in msgs:
             err = msg.error()
             if err is not None:
@@ -203,8 +225,8 @@ class Runtime:
                     log.warning("consumer error: %s", err.str())
                 continue
             tp = (msg.topic(), msg.partition())
-            first_offsets.setdefault(tp, msg.offset())
-            next_offsets[tp] = msg.offset() + 1
+            batch.first_offsets.setdefault(tp, msg.offset())
+            batch.next_offsets[tp] = msg.offset() + 1
             try:
                 event = read_event(msg.value())
                 key = msg.key()
@@ -213,8 +235,9 @@ class Runtime:
                 if key != event.ride_id.encode():
                     raise InvalidMessage("key_mismatch", f"the key {key[:64]!r} is not the ride_id {event.ride_id!r}")
             except InvalidMessage as exc:
-                self._dead_letter(msg, exc)
-                result.dead_letters += 1
+                batch.dead_letters.append((msg, self._dead_letter_headers(msg, exc)))
+                self.metrics.dlq.labels(self.spec.name, exc.error_type).inc()
+                batch.result.dead_letters += 1
                 continue
             events.append(event)
 
@@ -224,39 +247,55 @@ class Runtime:
         if self.observe:
             self.observe(events)
         scored_at = datetime.now(timezone.utc)
-        predictions = score_groups(self.spec, self.models, self.memory, by_type, scored_at)
+        previous, self._deferred = self._deferred, None
+        with meanwhile(partial(self._emit, previous)) if previous else nullcontext():
+            batch.predictions = score_groups(self.spec, self.models, self.memory, by_type, scored_at)
         self.metrics.scoring_seconds.labels(self.spec.name).observe(time.monotonic() - received)
-        self.sink.emit(predictions)
-        result.predictions = len(predictions)
+        batch.result.predictions = len(batch.predictions)
+        self._deferred = batch
+        self._update_lag(batch.next_offsets)
+        self._settle_if_due()
+        return batch.result
 
+    def _emit(self, batch: ScoredBatch) -> None:
+        """Produce a scored batch's dead letters and predictions; its offsets then wait for the
+        broker's acknowledgements (:meth:`_settle`)."""
+        for msg, headers in batch.dead_letters:
+            self.sink.dead_letter(msg, headers)
+        self.sink.emit(batch.predictions)
         if not self._unsettled:
-            self._unsettled_since = received
-        for tp, offset in first_offsets.items():
+            self._unsettled_since = batch.received
+        for tp, offset in batch.first_offsets.items():
             self._rewind.setdefault(tp, offset)
-        self._unsettled.update(next_offsets)
-        due = time.monotonic() - self._unsettled_since >= self.settings.commit_interval_ms / 1000
-        self._settle(wait=self.bounds is not None or due)
-        self.metrics.predictions_out.labels(self.spec.name).inc(len(predictions))
-        self.metrics.batch_size.labels(self.spec.name).observe(len(msgs))
-        self.metrics.latency.labels(self.spec.name).observe(time.monotonic() - received)
-        self._update_lag(next_offsets)
+        self._unsettled.update(batch.next_offsets)
+        result = batch.result
+        self.metrics.predictions_out.labels(self.spec.name).inc(result.predictions)
+        self.metrics.batch_size.labels(self.spec.name).observe(result.consumed)
+        self.metrics.latency.labels(self.spec.name).observe(time.monotonic() - batch.received)
         self.totals.consumed += result.consumed
         self.totals.predictions += result.predictions
         self.totals.dead_letters += result.dead_letters
         if self.progress:
             self.progress(result.consumed)
-        return result
 
-    def _dead_letter(self, msg: Message, exc: InvalidMessage) -> None:
-        headers = [
+    def _emit_deferred(self) -> None:
+        """Produce the scored batch still held back, if any (then the caller settles)."""
+        if self._deferred is not None:
+            batch, self._deferred = self._deferred, None
+            self._emit(batch)
+
+    def _dead_letter_headers(self, msg: Message, exc: InvalidMessage) -> list[tuple[str, bytes]]:
+        return [
             ("error.type", exc.error_type.encode()), ("error.message", exc.message.encode()),
             ("source.topic", msg.topic().encode()), ("source.partition", str(msg.partition()).encode()),
             ("source.offset", str(msg.offset()).encode()), ("service", self.spec.name.encode()),
         ]
-        self.sink.dead_letter(msg, headers)
-        self.metrics.dlq.labels(self.spec.name, exc.error_type).inc()
 
     # --- offsets and rebalancing -------------------------------------------------------------
+    def _settle_if_due(self) -> None:
+        due = time.monotonic() - self._unsettled_since >= self.settings.commit_interval_ms / 1000
+        self._settle(wait=self.bounds is not None or due)
+
     def _settle(self, wait: bool) -> None:
         """Commit the batches whose every prediction and dead letter the broker acknowledged.
 
@@ -266,7 +305,8 @@ class Runtime:
         rebalance and on close — after flushing it. At-least-once holds: nothing
         is committed before everything produced before it is durable, and a failed delivery
         rewinds every partition to the oldest unsettled batch, which is scored again with the same
-        ids. A bounded run (replay) commits nothing."""
+        ids; the batch held back for producing was read after it, so it is dropped and read again
+        too. A bounded run (replay) commits nothing."""
         if not self._unsettled:
             if wait and self.bounds is None:
                 self._commit_pending()
@@ -276,6 +316,10 @@ class Runtime:
             return
         if failed:
             log.warning("%d deliveries failed; reprocessing from the oldest unacknowledged batch", failed)
+            if self._deferred is not None:  # consumed after the rewind's batches: read again too
+                for tp, offset in self._deferred.first_offsets.items():
+                    self._rewind.setdefault(tp, offset)
+                self._deferred = None
             for (topic, partition), offset in self._rewind.items():
                 try:
                     self.consumer.seek(TopicPartition(topic, partition, offset))
@@ -306,8 +350,9 @@ class Runtime:
         log.info("assigned %s", [p.partition for p in partitions])
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # batches are processed whole before the next poll; wait for their deliveries, then
-        # commit what was processed on the partitions that are leaving
+        # batches are scored whole before the next poll; produce the last, wait for their
+        # deliveries, then commit what was processed on the partitions that are leaving
+        self._emit_deferred()
         self._settle(wait=True)
         self._commit_pending({(p.topic, p.partition) for p in partitions})
         for p in partitions:
@@ -315,6 +360,7 @@ class Runtime:
         log.info("revoked %s", [p.partition for p in partitions])
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._emit_deferred()  # its other partitions are still ours (repeats are allowed, gaps not)
         for p in partitions:  # another member owns them now: its commits win
             for offsets in (self._pending, self._unsettled, self._rewind):
                 offsets.pop((p.topic, p.partition), None)

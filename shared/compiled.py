@@ -6,6 +6,9 @@ trees. treelite imports each fitted booster and tl2cgen compiles it to a shared 
 one call scores a whole batch in C. What sits around the boosters — the zone-pace step, the
 log-target inverse, the ensemble's mean — stays numpy.
 
+Compiled trees run without the GIL: :func:`meanwhile` lets the caller's thread do Python work
+(the runtime produces the previous batch) while they run.
+
 Safety: a compiled model is used only after it reproduced scikit-learn's predictions on a probe
 batch (real trips, plus every category code a feature may carry); anything unsupported, no
 compiler, or any difference keeps the model on scikit-learn. Libraries are cached per model
@@ -20,7 +23,11 @@ import logging
 import os
 import platform
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +44,45 @@ TOLERANCE = 1e-6  # largest difference from scikit-learn accepted, in the target
 
 class NotCompilable(Exception):
     """This estimator (or a part of it) has no compiled form here."""
+
+
+_spare = threading.local()  # the task :func:`meanwhile` holds for this thread's next native call
+
+
+@contextmanager
+def meanwhile(task: Callable[[], None]) -> Iterator[None]:
+    """Run ``task`` on this thread while the block's first compiled prediction runs — the trees
+    release the GIL, so the two overlap on two cores — or at the block's end if none ran.
+
+    If the block raises, ``task`` is dropped: the caller decides what an unfinished task means."""
+    _spare.task = task
+    try:
+        yield
+    except BaseException:
+        _spare.task = None
+        raise
+    left, _spare.task = getattr(_spare, "task", None), None
+    if left is not None:
+        left()
+
+
+@cache
+def _native_thread() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(1, thread_name_prefix="native-predict")
+
+
+def _beside_spare_task(call: Callable[[], np.ndarray]) -> np.ndarray:
+    """``call()``, with this thread's spare task (if any) run meanwhile."""
+    task = getattr(_spare, "task", None)
+    if task is None:
+        return call()
+    _spare.task = None
+    running = _native_thread().submit(call)
+    try:
+        task()
+    finally:
+        result = running.result()  # never leave native code running behind an exception
+    return result
 
 
 def _library(booster: HistGradientBoostingRegressor, cache: Path, threads: int) -> Predict:
@@ -65,7 +111,8 @@ def _library(booster: HistGradientBoostingRegressor, cache: Path, threads: int) 
         X = np.array(X, dtype=np.float64, order="C")  # a copy: unknown categories are blanked below
         for col, categories in known:
             X[~np.isin(X[:, col], categories), col] = np.nan
-        return predictor.predict(tl2cgen.DMatrix(X)).reshape(len(X))
+        matrix = tl2cgen.DMatrix(X)
+        return _beside_spare_task(lambda: predictor.predict(matrix)).reshape(len(X))
 
     return predict
 

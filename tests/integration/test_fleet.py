@@ -342,7 +342,8 @@ def test_metrics_endpoint_counts_what_the_service_did(kafka, fleet):
 
 def test_a_failed_delivery_rewinds_to_the_oldest_unacknowledged_batch_and_commits_only_after(kafka):
     """Batches are produced without waiting for the previous one's acknowledgements; a failure
-    reported for any of them must score them again (same ids) and commit nothing before that."""
+    reported for any of them must score them again (same ids) and commit nothing before that —
+    neither the batches produced before the failure nor the one already scored behind them."""
     from confluent_kafka import TopicPartition
 
     from consumers.sinks import KafkaSink
@@ -350,23 +351,49 @@ def test_a_failed_delivery_rewinds_to_the_oldest_unacknowledged_batch_and_commit
     kafka.create_contract_topics()
     sent = publish(kafka.settings, rides=200, seed=9)
     requests = of_type(sent, "ride_requested")
-    settings = kafka.settings.model_copy(update={"batch_size": 50})
+    settings = kafka.settings.model_copy(update={"batch_size": 120})  # batches that span partitions
     topic = settings.topics.events
+    where = {}  # request event_id → (partition, offset)
+    for msg in read_all(settings, topic):
+        event = orjson.loads(msg.value())
+        if event["event_type"] == "ride_requested":
+            where[event["event_id"]] = (msg.partition(), msg.offset())
     commits: list[tuple[int, dict]] = []  # (messages consumed so far, offsets being committed)
     failed_at: list[int] = []  # messages consumed when the failure was reported
+    acknowledged: set[str] = set()  # requests whose prediction was produced, then reported durable
+    uncovered: list[tuple[str, tuple[int, int], int]] = []  # committed past a request not acknowledged
+
+    def held_back_reads_more() -> bool:
+        """The runtime holds a scored batch back that read a partition the batches waiting for
+        acknowledgements did not: the failure is injected then (its rewind must cover it too)."""
+        held = runtime._deferred
+        return held is not None and bool(set(held.first_offsets) - set(runtime._rewind))
 
     class FailsOnce(KafkaSink):
-        """A real sink that reports one failed delivery the first time a batch settles."""
+        """A real sink that reports one failed delivery (see above) and keeps track of which
+        requests' predictions it has reported durable."""
         injected = False
+        produced: set[str] = set()
+
+        def emit(self, predictions):
+            super().emit(predictions)
+            FailsOnce.produced.update(p["event_id"] for p in predictions)
 
         def _report(self, failed: int | None) -> int | None:
-            if failed is None or FailsOnce.injected:
+            if failed is not None and FailsOnce.injected:
+                if not failed:
+                    acknowledged.update(FailsOnce.produced)
+                FailsOnce.produced = set()
+            if failed is None or FailsOnce.injected or not held_back_reads_more():
                 return failed
             FailsOnce.injected = True
+            FailsOnce.produced = set()  # reported lost
             failed_at.append(runtime.totals.consumed)
             return failed + 1
 
         def settled(self) -> int | None:
+            if not FailsOnce.injected and held_back_reads_more():
+                return self._report(super().flush())  # once: wait, so that the failure lands now
             return self._report(super().settled())
 
         def flush(self) -> int:
@@ -378,6 +405,9 @@ def test_a_failed_delivery_rewinds_to_the_oldest_unacknowledged_batch_and_commit
 
     def recorded(only=None):
         commits.append((runtime.totals.consumed, dict(runtime._pending)))
+        for (_, partition), offset in runtime._pending.items():
+            uncovered.extend((event_id, at, offset) for event_id, at in where.items()
+                             if at[0] == partition and at[1] < offset and event_id not in acknowledged)
         return commit(only)
 
     runtime._commit_pending = recorded
@@ -396,6 +426,7 @@ def test_a_failed_delivery_rewinds_to_the_oldest_unacknowledged_batch_and_commit
     assert len(predictions) > len(requests)  # the rewound batches were scored again
     # the failure came before any commit, and what was unsettled then was not committed with it
     assert failed_at and all(consumed > failed_at[0] for consumed, offsets in commits if offsets)
+    assert not uncovered, f"committed past requests whose predictions were not durable: {uncovered[:3]}"
     consumer = make_consumer(kafka.settings, settings.group_id("tip"))
     parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     committed = consumer.committed([TopicPartition(topic, p) for p in parts], timeout=10)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -64,3 +66,66 @@ def test_unsupported_estimators_are_left_alone(cache):
 
     X = np.random.default_rng(0).random((20, 3))
     assert compiled.verified(LinearRegression().fit(X, X[:, 0]), X, cache) is None
+
+
+def test_a_task_runs_on_the_calling_thread_while_the_native_call_runs():
+    """Each side waits for the other to have started: this passes only if they overlap."""
+    native_started, task_done, ran_on = threading.Event(), threading.Event(), []
+
+    def native() -> np.ndarray:
+        native_started.set()
+        assert task_done.wait(10), "the task did not run while the native call did"
+        return np.arange(3.0)
+
+    def task() -> None:
+        assert native_started.wait(10), "the native call did not start while the task ran"
+        ran_on.append(threading.get_ident())
+        task_done.set()
+
+    with compiled.meanwhile(task):
+        result = compiled._beside_spare_task(native)
+        assert ran_on == [threading.get_ident()]  # done when the call returns, on this thread
+        np.testing.assert_array_equal(compiled._beside_spare_task(native), result)  # the task ran once
+    assert ran_on == [threading.get_ident()]
+
+
+def test_a_task_without_a_native_call_runs_at_the_end_and_is_dropped_on_an_error():
+    ran = []
+    with compiled.meanwhile(lambda: ran.append("end")):
+        assert ran == []
+    assert ran == ["end"]
+    with pytest.raises(RuntimeError), compiled.meanwhile(lambda: ran.append("dropped")):
+        raise RuntimeError("scoring failed")
+    assert ran == ["end"]
+    with compiled.meanwhile(lambda: ran.append("next")):  # nothing left over from the failed block
+        pass
+    assert ran == ["end", "next"]
+
+
+def test_a_failing_task_waits_for_the_native_call_before_raising():
+    finished = []
+
+    def native() -> np.ndarray:
+        time.sleep(0.05)
+        finished.append(True)
+        return np.zeros(1)
+
+    def task() -> None:
+        raise ValueError("produce failed")
+
+    with pytest.raises(ValueError), compiled.meanwhile(task):
+        compiled._beside_spare_task(native)
+    assert finished == [True]
+
+
+@needs_gcc
+def test_compiled_predictions_are_the_same_with_a_task_beside_them(cache):
+    model = load_model("tip")
+    assert model.accelerate(cache)
+    X = probe_features("tip", rows=500, seed=3)
+    alone = model.native(X)
+    ran = []
+    with compiled.meanwhile(lambda: ran.append(threading.get_ident())):
+        beside = model.native(X)
+        assert ran == [threading.get_ident()]  # it ran during the compiled call
+    np.testing.assert_array_equal(beside, alone)
