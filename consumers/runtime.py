@@ -146,7 +146,7 @@ class Runtime:
             compiling.start()
         self.consumer = make_consumer(s, self.group_id)
         if self.sink is None:
-            self.sink = KafkaSink.create(s, self.output_topic, self.dlq_topic)
+            self.sink = KafkaSink(s, self.output_topic, self.dlq_topic)
         remaining: dict[tuple[str, int], int] = {}
         if self.bounds is None:
             self.consumer.subscribe([self.input_topic], on_assign=self._on_assign, on_revoke=self._on_revoke,

@@ -16,7 +16,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, Message
 
 from shared.kafka import flush_all, make_producer, produce
 from shared.predictions import PredictionColumns, Predictions
@@ -37,19 +37,17 @@ class KafkaSink:
     """Predictions to ``topic`` keyed by ride_id; bad messages to ``dlq_topic`` (None: counted
     only, as a replay does — the live services already dead-lettered them)."""
 
-    def __init__(self, producer: Producer, topic: str, dlq_topic: str | None):
-        self.producer = producer
+    def __init__(self, settings: Settings, topic: str, dlq_topic: str | None):
+        """Its own producer: room for a large event in the DLQ, and delivery reports for failures
+        only (a Python callback per delivered message is a cost we need not pay). The callback is
+        the producer's default rather than an argument of each ``produce`` call: passing it there
+        cost ~1 µs per message (10k calls 26 → 14 ms measured)."""
         self.topic = topic
         self.dlq_topic = dlq_topic
         self.failed = 0
-
-    @classmethod
-    def create(cls, settings: Settings, topic: str, dlq_topic: str | None) -> KafkaSink:
-        """A sink with its own producer: room for a large event in the DLQ, and delivery reports
-        for failures only (a Python callback per delivered message is a cost we need not pay)."""
-        producer = make_producer(settings, **{"message.max.bytes": settings.max_message_bytes,
-                                              "delivery.report.only.error": True})
-        return cls(producer, topic, dlq_topic)
+        self.producer = make_producer(settings, **{"message.max.bytes": settings.max_message_bytes,
+                                                   "delivery.report.only.error": True,
+                                                   "on_delivery": self._on_delivery})
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         # the producer is made with delivery.report.only.error: only failures call back
@@ -57,18 +55,17 @@ class KafkaSink:
             self.failed += 1
 
     def emit(self, predictions: Predictions) -> None:
-        produce_one, topic, on_delivery = self.producer.produce, self.topic, self._on_delivery
+        produce_one, topic = self.producer.produce, self.topic
         for part in predictions.parts:  # wire bytes built column-wise, no dicts
             for key, value in zip(part.keys(), part.encoded()):
                 try:
-                    produce_one(topic, value, key, on_delivery=on_delivery)
+                    produce_one(topic, value, key)
                 except BufferError:  # the local queue is full: wait for room, never drop
-                    produce(self.producer, topic, value, key, on_delivery=on_delivery)
+                    produce(self.producer, topic, value, key)
 
     def dead_letter(self, msg: Message, headers: list[tuple[str, bytes]]) -> None:
         if self.dlq_topic:
-            produce(self.producer, self.dlq_topic, msg.value(), msg.key(), headers=headers,
-                    on_delivery=self._on_delivery)
+            produce(self.producer, self.dlq_topic, msg.value(), msg.key(), headers=headers)
 
     def flush(self) -> int:
         """Wait until everything produced so far is acknowledged; how many deliveries failed."""

@@ -45,7 +45,7 @@ def replay(
     else:
         topic = output_topic or f"{settings.topics.predictions(service)}.backfill"
         create_topics(admin, [TopicSpec(topic, settings.predictions_partitions, settings.replication_factor)])
-        sink = KafkaSink.create(settings, topic, dlq_topic=None)
+        sink = KafkaSink(settings, topic, dlq_topic=None)
         where = topic
     ranges = plan(settings, first, last)
     size = sum(e - s for s, e in ranges.values())

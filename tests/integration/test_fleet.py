@@ -399,7 +399,7 @@ def test_a_failed_delivery_rewinds_to_the_oldest_unacknowledged_batch_and_commit
         def flush(self) -> int:
             return self._report(super().flush())
 
-    sink = FailsOnce.create(settings, settings.topics.predictions("tip"), settings.topics.dlq)
+    sink = FailsOnce(settings, settings.topics.predictions("tip"), settings.topics.dlq)
     runtime = Runtime(TIP, settings, {"tip": load_model("tip")}, sink=sink)
     commit = runtime._commit_pending
 
