@@ -64,6 +64,27 @@ def test_one_predict_call_per_batch(models):
     np.testing.assert_allclose(out, model.predict_columns(columns_from_events(batch, model.fields)))
 
 
+def test_columns_come_out_of_either_kind_of_event_with_missing_values_as_nan():
+    from shared import fast_events
+    from shared.codec import encode_dict
+
+    contract = requests(3)
+    contract[1] = contract[1].model_copy(update={"initial_duration_min": 12.5})
+    fast = [fast_events.decode(encode_dict(e.model_dump(mode="json"))) for e in contract]
+    fields = ("trip_distance_mi", "initial_duration_min", "service", "pickup_zone", "event_time")
+    for events in (contract, fast, [fast[0], contract[1], fast[2]]):
+        cols = columns_from_events(events, fields)
+        assert list(cols) == list(fields)
+        np.testing.assert_array_equal(cols["trip_distance_mi"], [e.trip_distance_mi for e in contract])
+        np.testing.assert_array_equal(cols["initial_duration_min"], [np.nan, 12.5, np.nan])
+        np.testing.assert_array_equal(cols["service"], [e.service == "green" for e in contract])
+        np.testing.assert_array_equal(cols["pickup_zone"], [e.pickup_zone for e in contract])
+        np.testing.assert_array_equal(cols["event_time"], [e.event_time.timestamp() for e in contract])
+    # a field these events do not carry at all is NaN too
+    np.testing.assert_array_equal(columns_from_events(fast, ["elapsed_min", "pickup_zone"])["elapsed_min"], [np.nan] * 3)
+    assert columns_from_events([], fields)["trip_distance_mi"].shape == (0,)
+
+
 def test_predictions_make_sense(models):
     batch = requests(300)
     cash = np.array([e.payment_type == 2 for e in batch])
