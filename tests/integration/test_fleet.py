@@ -14,6 +14,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from broker.local import LocalBroker, free_port
+import consumers.runtime as runtime_module
 from consumers.runtime import Runtime
 from consumers.services import TIP
 from shared.artifacts import Model, load_model
@@ -340,7 +341,7 @@ def test_metrics_endpoint_counts_what_the_service_did(kafka, fleet):
     assert fleet.terminate(proc) == 0
 
 
-def test_a_failed_delivery_rewinds_to_the_oldest_unacknowledged_batch_and_commits_only_after(kafka):
+def test_a_failed_delivery_rewinds_to_the_oldest_unacknowledged_batch_and_commits_only_after(kafka, monkeypatch):
     """Batches are produced without waiting for the previous one's acknowledgements; a failure
     reported for any of them must score them again (same ids) and commit nothing before that —
     neither the batches produced before the failure nor the one already scored behind them."""
@@ -352,6 +353,7 @@ def test_a_failed_delivery_rewinds_to_the_oldest_unacknowledged_batch_and_commit
     sent = publish(kafka.settings, rides=200, seed=9)
     requests = of_type(sent, "ride_requested")
     settings = kafka.settings.model_copy(update={"batch_size": 120})  # batches that span partitions
+    monkeypatch.setattr(runtime_module, "HOLD_BACK_FROM", 1)  # every batch is held back, however small
     topic = settings.topics.events
     where = {}  # request event_id → (partition, offset)
     for msg in read_all(settings, topic):
