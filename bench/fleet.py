@@ -153,20 +153,41 @@ def wait_for_group(settings: Settings, members: int, timeout: float = 90) -> Non
     raise TimeoutError(f"{members} tip process(es) did not settle in group {group} in {timeout:.0f}s")
 
 
+def cpu_jiffies() -> tuple[int, int] | None:
+    """(busy, total) CPU time of the whole machine so far, from /proc/stat (None elsewhere)."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    return sum(ticks) - idle, sum(ticks)
+
+
+def busy_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
+
+
 def processes_throughput(settings: Settings, events: list[dict], processes: int) -> Measure:
     """``processes`` tip processes, already settled in their group with the partitions shared,
     then the events published at once; the rate is taken from the first to the last prediction's
     broker timestamp. Publishing only after the group settles keeps start-up, joins and the
-    rebalance that a second member causes out of the figure (they would dominate a few seconds)."""
+    rebalance that a second member causes out of the figure (they would dominate a few seconds).
+    How busy the machine's cores were meanwhile (services, broker and this reader) says whether a
+    second process had a core to itself."""
     scoped = contract_topics(settings, f"procs-{processes}")
     procs = start_services(scoped, processes)
     try:
         wait_for_group(scoped, processes)
+        before = cpu_jiffies()
         publish_at_once(scoped, scoped.topics.events, events)
         stamps = sorted(read_timestamps(scoped, scoped.topics.predictions("tip"), len(events), 300).values())
+        busy = busy_share(before, cpu_jiffies())
     finally:
         stop_services(procs)
-    return Measure(len(stamps), (stamps[-1] - stamps[0]) / 1000 if len(stamps) > 1 else 0.0)
+    return Measure(len(stamps), (stamps[-1] - stamps[0]) / 1000 if len(stamps) > 1 else 0.0, busy)
 
 
 def replay_throughput(settings: Settings, source: str, path) -> Measure:

@@ -34,6 +34,7 @@ from shared.tlc import sample_trips
 class Measure:
     events: int
     seconds: float
+    cpu_busy: float | None = None  # share of all the machine's cores busy meanwhile (Linux)
 
     @property
     def per_s(self) -> float:

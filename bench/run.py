@@ -63,6 +63,15 @@ class BenchResult:
             out["two_vs_one"] = out["2"] / out["1"]
         return out
 
+    def processes_cpu_busy(self) -> dict[str, float]:
+        """Median share of the machine's cores busy while n processes scored, per n."""
+        out = {}
+        for n, runs in self.processes.items():
+            shares = [m.cpu_busy for m in runs if m.cpu_busy is not None]
+            if shares:
+                out[n] = round(statistics.median(shares), 3)
+        return out
+
     @property
     def measured(self) -> list[str]:
         return [loop for loop, runs in self.runs.items() if runs]
@@ -88,6 +97,7 @@ class BenchResult:
             "latency_runs": {r: [x.__dict__ for x in runs] for r, runs in self.latency.items()},
             "processes_events_per_s": self.processes_summary(),
             "processes_runs": {n: [round(m.per_s, 1) for m in runs] for n, runs in self.processes.items()},
+            "processes_cpu_busy": self.processes_cpu_busy(),
             "replay_events_per_s": statistics.median(m.per_s for m in self.replay) if self.replay else None,
             "notes": self.notes,
             "config": self.config.__dict__,
@@ -175,10 +185,13 @@ def markdown(result: BenchResult) -> str:
         p = result.processes_summary()
         spread = {n: f" ({min(m.per_s for m in runs):,.0f}–{max(m.per_s for m in runs):,.0f})"
                   for n, runs in result.processes.items()}
+        busy = result.processes_cpu_busy()
+        cores = (f"; the {machine()['cores']} cores were {busy['1']:.0%} busy with one and {busy['2']:.0%} with two, "
+                 "broker included" if {"1", "2"} <= set(busy) else f", on {machine()['cores']} cores")
         lines += ["", f"Separate `ridestream consume tip` processes on {result.config.process_events:,} events: "
                       f"one {p.get('1', 0):,.0f} events/s{spread.get('1', '')}, "
                       f"two {p.get('2', 0):,.0f} events/s{spread.get('2', '')} "
-                      f"({p.get('two_vs_one', 0):.2f}×, on {machine()['cores']} cores shared with the broker)."]
+                      f"({p.get('two_vs_one', 0):.2f}×{cores})."]
     if result.replay:
         lines += ["", f"Replay of the {result.config.events:,} events to a file: "
                       f"{statistics.median(m.per_s for m in result.replay):,.0f} events/s."]

@@ -30,5 +30,6 @@ def test_quick_bench_runs_every_loop_on_the_same_events(kafka, tmp_path):
     assert {"cores", "memory_gib", "cpu"} <= set(data["machine"])
     assert set(data["latency_ms"]["500"]) == {"p50_ms", "p95_ms", "p99_ms"}
     assert data["processes_events_per_s"]["two_vs_one"] > 0 and data["replay_events_per_s"] > 0
-    assert "| batched |" in paths[1].read_text()
+    assert set(data["processes_cpu_busy"]) == {"1", "2"} and all(0 < b <= 1 for b in data["processes_cpu_busy"].values())
+    assert "| batched |" in paths[1].read_text() and "cores were" in paths[1].read_text()
     assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
