@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 
@@ -164,10 +165,42 @@ def cpu_jiffies() -> tuple[int, int] | None:
     return sum(ticks) - idle, sum(ticks)
 
 
-def busy_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
-    if before is None or after is None or after[1] <= before[1]:
-        return None
-    return (after[0] - before[0]) / (after[1] - before[1])
+class CpuSampler:
+    """Reads the machine's CPU counters every ``every`` seconds in a thread, to tell afterwards how
+    busy the cores were between two wall-clock times (e.g. the first and last prediction)."""
+
+    def __init__(self, every: float = 0.02):
+        self.every = every
+        self.samples: list[tuple[float, int, int]] = []  # (time.time(), busy, total)
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="cpu-sampler", daemon=True)
+
+    def _sample(self) -> None:
+        while True:
+            counters = cpu_jiffies()
+            if counters is None:
+                return
+            self.samples.append((time.time(), *counters))
+            if self._done.wait(self.every):
+                return
+
+    def __enter__(self) -> CpuSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def busy_between(self, start: float, end: float) -> float | None:
+        """Share of all cores busy from the last sample at or before ``start`` to the first at or
+        after ``end``; None without samples around both."""
+        before = [s for s in self.samples if s[0] <= start]
+        after = [s for s in self.samples if s[0] >= end]
+        if not before or not after or after[0][2] <= before[-1][2]:
+            return None
+        (_, busy0, total0), (_, busy1, total1) = before[-1], after[0]
+        return (busy1 - busy0) / (total1 - total0)
 
 
 def processes_throughput(settings: Settings, events: list[dict], processes: int) -> Measure:
@@ -175,16 +208,16 @@ def processes_throughput(settings: Settings, events: list[dict], processes: int)
     then the events published at once; the rate is taken from the first to the last prediction's
     broker timestamp. Publishing only after the group settles keeps start-up, joins and the
     rebalance that a second member causes out of the figure (they would dominate a few seconds).
-    How busy the machine's cores were meanwhile (services, broker and this reader) says whether a
-    second process had a core to itself."""
+    How busy the machine's cores were from the first to the last prediction (services, broker and
+    this reader) says whether a second process had a core to itself."""
     scoped = contract_topics(settings, f"procs-{processes}")
     procs = start_services(scoped, processes)
     try:
         wait_for_group(scoped, processes)
-        before = cpu_jiffies()
-        publish_at_once(scoped, scoped.topics.events, events)
-        stamps = sorted(read_timestamps(scoped, scoped.topics.predictions("tip"), len(events), 300).values())
-        busy = busy_share(before, cpu_jiffies())
+        with CpuSampler() as cpu:
+            publish_at_once(scoped, scoped.topics.events, events)
+            stamps = sorted(read_timestamps(scoped, scoped.topics.predictions("tip"), len(events), 300).values())
+        busy = cpu.busy_between(stamps[0] / 1000, stamps[-1] / 1000) if len(stamps) > 1 else None
     finally:
         stop_services(procs)
     return Measure(len(stamps), (stamps[-1] - stamps[0]) / 1000 if len(stamps) > 1 else 0.0, busy)

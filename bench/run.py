@@ -186,8 +186,8 @@ def markdown(result: BenchResult) -> str:
         spread = {n: f" ({min(m.per_s for m in runs):,.0f}–{max(m.per_s for m in runs):,.0f})"
                   for n, runs in result.processes.items()}
         busy = result.processes_cpu_busy()
-        cores = (f"; the {machine()['cores']} cores were {busy['1']:.0%} busy with one and {busy['2']:.0%} with two, "
-                 "broker included" if {"1", "2"} <= set(busy) else f", on {machine()['cores']} cores")
+        cores = (f"; from first to last prediction the {machine()['cores']} cores were {busy['1']:.0%} busy with one "
+                 f"and {busy['2']:.0%} with two, broker included" if {"1", "2"} <= set(busy) else f", on {machine()['cores']} cores")
         lines += ["", f"Separate `ridestream consume tip` processes on {result.config.process_events:,} events: "
                       f"one {p.get('1', 0):,.0f} events/s{spread.get('1', '')}, "
                       f"two {p.get('2', 0):,.0f} events/s{spread.get('2', '')} "
