@@ -59,10 +59,18 @@ class Backend:
         produce(self.producer, topic, value, key, timestamp=timestamp_ms, on_delivery=self._on_delivery)
         self.stats.produced += 1
 
-    def stamp_initial(self, chunk: Chunk) -> None:
-        """Estimate every request of the chunk with one ``predict`` and stamp it on the request."""
+    def stamp_initial(self, chunk: Chunk, at: float | None = None) -> None:
+        """Estimate every request of the chunk with one ``predict`` and stamp it on the request.
+
+        ``at`` (epoch seconds): the chunk goes out live about then, each event stamped with the
+        time it is sent, so the estimates are for that time's hour and weekday — what the duration
+        service sees when it scores the published request with the same model (they differ only
+        if New York's hour turns while the chunk is sent). Without it, the rides' own times."""
         table, events = chunk
-        estimates = np.round(self.model.predict_columns(request_columns(table)), 2)
+        columns = request_columns(table)
+        if at is not None:
+            columns["event_time"] = np.full(len(table), at)
+        estimates = np.round(self.model.predict_columns(columns), 2)
         by_ride = dict(zip(table["ride_index"].tolist(), estimates.tolist()))
         for event in events:
             if event["event_type"] == "ride_requested":
@@ -87,7 +95,7 @@ class Backend:
         first_event_s: float | None = None
         last_report = 0.0
         for chunk in chunks:
-            self.stamp_initial(chunk)
+            self.stamp_initial(chunk, at=time.time() if live else None)
             self.stats.rides += len(chunk[0])
             for event in chunk[1]:
                 if self._stop.is_set():
