@@ -42,7 +42,9 @@ class Backend:
     def __init__(self, settings: Settings, initial_model: Model, stop_event: threading.Event | None = None):
         self.settings = settings
         self.model = initial_model
-        self.producer = make_producer(settings)
+        # every delivery report counts (acked or failed); the callback is the producer's default
+        # rather than an argument of each produce call, which costs ~1 µs per message
+        self.producer = make_producer(settings, on_delivery=self._on_delivery)
         self.stats = PublishStats(started=time.monotonic())
         self._stop = stop_event or threading.Event()
 
@@ -56,7 +58,7 @@ class Backend:
             self.stats.failed += 1
 
     def _produce(self, topic: str, key: bytes, value: bytes, timestamp_ms: int) -> None:
-        produce(self.producer, topic, value, key, timestamp=timestamp_ms, on_delivery=self._on_delivery)
+        produce(self.producer, topic, value, key, timestamp=timestamp_ms)
         self.stats.produced += 1
 
     def stamp_initial(self, chunk: Chunk, at: float | None = None) -> None:
