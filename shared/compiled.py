@@ -36,6 +36,8 @@ from sklearn.compose import TransformedTargetRegressor
 from sklearn.ensemble import HistGradientBoostingRegressor, VotingRegressor
 from sklearn.pipeline import Pipeline
 
+from shared.cost_model import CostFromDuration
+
 log = logging.getLogger("ridestream.compiled")
 
 Predict = Callable[[np.ndarray], np.ndarray]
@@ -130,7 +132,8 @@ def _known_categories(booster: HistGradientBoostingRegressor) -> list[tuple[int,
 
 
 def compile_estimator(estimator: Any, cache: Path, threads: int = 1) -> Predict:
-    """A native ``predict`` for a booster, or a pipeline / mean ensemble / log-target of them."""
+    """A native ``predict`` for a booster, or a pipeline / mean ensemble / log-target / cost from
+    duration of them."""
     if isinstance(estimator, HistGradientBoostingRegressor):
         return _library(estimator, cache, threads)
     if isinstance(estimator, Pipeline):
@@ -150,6 +153,10 @@ def compile_estimator(estimator: Any, cache: Path, threads: int = 1) -> Predict:
     if isinstance(estimator, TransformedTargetRegressor) and estimator.inverse_func is not None:
         inner, inverse = compile_estimator(estimator.regressor_, cache, threads), estimator.inverse_func
         return lambda X: inverse(inner(X))
+    if isinstance(estimator, CostFromDuration):
+        duration = compile_estimator(estimator.duration_, cache, threads)
+        fare = compile_estimator(estimator.fare_, cache, threads)
+        return lambda X: CostFromDuration.combine(X, duration, fare)
     raise NotCompilable(type(estimator).__name__)
 
 

@@ -26,9 +26,9 @@ import numpy as np
 import pandas as pd
 
 from shared.tlc import NYC_TZ, epoch_seconds, local_hour_weekday
-from shared.zones import borough_codes, BOROUGHS
+from shared.cost_model import FLAT_FARE_JFK
+from shared.zones import JFK, jfk_manhattan
 
-JFK, FLAT_FARE_JFK = 132, 52.0
 MINUTE_SPEED_SIGMA = 0.35  # minute-to-minute variation of speed within a ride (log scale)
 
 
@@ -91,11 +91,7 @@ def meter_fare(cal: Calibration, distance: np.ndarray, duration_min: np.ndarray,
                pickup_zone: np.ndarray, dropoff_zone: np.ndarray) -> np.ndarray:
     slow = np.maximum(duration_min - distance * 5.0, 0.0)
     fare = np.round((2.5 + cal.per_mile * distance + cal.per_slow_minute * slow) * 2) / 2
-    manhattan = BOROUGHS.index("Manhattan")
-    boroughs = borough_codes()
-    jfk = ((pickup_zone == JFK) & (boroughs[dropoff_zone] == manhattan)) | (
-        (dropoff_zone == JFK) & (boroughs[pickup_zone] == manhattan))
-    return np.where(jfk, FLAT_FARE_JFK, fare)
+    return np.where(jfk_manhattan(pickup_zone, dropoff_zone), FLAT_FARE_JFK, fare)
 
 
 def simulate(cal: Calibration, n: int, seed: int = 0, start: pd.Timestamp | str = "2019-03-04",

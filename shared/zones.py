@@ -10,7 +10,8 @@ import pandas as pd
 
 ZONES_CSV = Path(__file__).resolve().parent.parent / "data" / "taxi_zones.csv"
 BOROUGHS = ("Manhattan", "Queens", "Brooklyn", "Bronx", "Staten Island", "EWR", "Unknown")
-AIRPORT_ZONES = (1, 132, 138)  # Newark, JFK, LaGuardia
+NEWARK, JFK, LAGUARDIA = 1, 132, 138
+AIRPORT_ZONES = (NEWARK, JFK, LAGUARDIA)
 UNKNOWN_ZONES = (264, 265)  # "Unknown" / "Outside of NYC" in TLC data
 
 
@@ -39,3 +40,10 @@ def airport_flags() -> np.ndarray:
 def borough_of(zones: np.ndarray) -> np.ndarray:
     """Borough names of an array of zone ids."""
     return np.asarray(BOROUGHS, dtype=object)[borough_codes()[np.asarray(zones, dtype=np.int64)]]
+
+
+def jfk_manhattan(pickup_zone: np.ndarray, dropoff_zone: np.ndarray) -> np.ndarray:
+    """Rides between JFK and Manhattan, either way: the meter does not run, the fare is flat."""
+    pickup, dropoff = (np.asarray(zones, dtype=np.int64) for zones in (pickup_zone, dropoff_zone))
+    boroughs, manhattan = borough_codes(), BOROUGHS.index("Manhattan")
+    return ((pickup == JFK) & (boroughs[dropoff] == manhattan)) | ((dropoff == JFK) & (boroughs[pickup] == manhattan))

@@ -1,6 +1,7 @@
 """Train the four models and write them as versioned artifacts.
 
-* initial duration, tip, cost — request-time models, trained on real trips;
+* initial duration, tip, cost — request-time models, trained on real trips (the cost model may
+  be the meter applied to the initial model's duration, :mod:`shared.cost_model`);
 * dynamic duration — from a ride's progress (target: the minutes left), trained on the progress of
   simulated rides plus real training trips, each carrying the initial model's honest
   (out-of-sample) estimate as a feature, as the live service will.
@@ -32,6 +33,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 
 from shared import simulator
 from shared.artifacts import MODELS_DIR, TARGETS, build_features, features_of, save_model
+from shared.cost_model import CostFromDuration
 from shared.features import REQUEST_CATEGORICAL, ZonePace, request_columns
 from training.data import Dataset, load_dataset
 from training.evaluate import evaluate
@@ -48,9 +50,11 @@ class TrainConfig:
     progress_points: int = 4  # progress rows sampled per simulated ride
 
 
-def candidates(name: str, seed: int, zone_pace: ZonePace | None = None) -> dict[str, Any]:
+def candidates(name: str, seed: int, zone_pace: ZonePace | None = None,
+               duration: Any = None) -> dict[str, Any]:
     """Gradient-boosting candidates; for request-time models also a small ensemble on top of the
-    zones' typical pace (absolute loss, and squared and absolute loss on a log target)."""
+    zones' typical pace (absolute loss, and squared and absolute loss on a log target); for the
+    cost, given the chosen ``duration`` model, also the meter applied to its median duration."""
     categorical = list(REQUEST_CATEGORICAL) if name != "dynamic_duration" else None
     common = dict(random_state=seed, categorical_features=categorical, early_stopping=True,
                   validation_fraction=0.15, n_iter_no_change=30, max_iter=600)
@@ -71,6 +75,11 @@ def candidates(name: str, seed: int, zone_pace: ZonePace | None = None) -> dict[
             ("log-squared", log_target("squared_error", l2_regularization=1.0)),
             ("log-absolute", log_target("absolute_error")),
         ]))
+    if name == "cost" and duration is not None:
+        # finer trees than the others: the meter already carries the bulk of the cost
+        found["meter-on-duration"] = CostFromDuration(duration=clone(duration), fare=HistGradientBoostingRegressor(
+            loss="absolute_error", learning_rate=0.05, **dict(common, max_iter=3000, max_leaf_nodes=31,
+                                                              min_samples_leaf=20, max_features=0.5)))
     return found
 
 
@@ -86,6 +95,9 @@ def fitted_boosters(estimator: Any, prefix: str = "") -> Iterator[tuple[str, His
             yield from fitted_boosters(member, f"{prefix}{member_name}__")
     elif isinstance(estimator, TransformedTargetRegressor):
         yield from fitted_boosters(estimator.regressor_, f"{prefix}regressor__")
+    elif isinstance(estimator, CostFromDuration):
+        yield from fitted_boosters(estimator.duration_, f"{prefix}duration__")
+        yield from fitted_boosters(estimator.fare_, f"{prefix}fare__")
 
 
 def best_rounds(fitted: Any) -> dict[str, Any]:
@@ -100,18 +112,28 @@ def best_rounds(fitted: Any) -> dict[str, Any]:
     return params
 
 
-def select_and_fit(name: str, X: np.ndarray, y: np.ndarray, seed: int,
-                   zone_pace: ZonePace | None = None) -> tuple[Any, dict[str, Any]]:
+def fit(estimator: Any, X: np.ndarray, y: np.ndarray, duration_min: np.ndarray | None) -> Any:
+    """``estimator.fit`` on a clone; the trips' durations go to the models that learn from them."""
+    if isinstance(estimator, CostFromDuration):
+        return clone(estimator).fit(X, y, duration_min=duration_min)
+    return clone(estimator).fit(X, y)
+
+
+def select_and_fit(name: str, X: np.ndarray, y: np.ndarray, seed: int, zone_pace: ZonePace | None = None,
+                   duration: Any = None, duration_min: np.ndarray | None = None) -> tuple[Any, dict[str, Any]]:
     """Pick the candidate with the lowest validation MAE, then refit it on all of X — first with
-    early stopping to find each booster's best number of trees, then with that many on all of X."""
-    X_fit, X_val, y_fit, y_val = train_test_split(X, y, test_size=0.2, random_state=seed)
-    options = candidates(name, seed, zone_pace)
+    early stopping to find each booster's best number of trees, then with that many on all of X.
+    ``duration`` (the chosen duration model) and the trips' ``duration_min`` add the cost's
+    meter-on-duration candidate."""
+    durations = duration_min if duration_min is not None else np.full(len(y), np.nan)
+    X_fit, X_val, y_fit, y_val, d_fit, _ = train_test_split(X, y, durations, test_size=0.2, random_state=seed)
+    options = candidates(name, seed, zone_pace, duration if duration_min is not None else None)
     scores = {}
     for label, estimator in options.items():
-        scores[label] = float(mean_absolute_error(y_val, clone(estimator).fit(X_fit, y_fit).predict(X_val)))
+        scores[label] = float(mean_absolute_error(y_val, fit(estimator, X_fit, y_fit, d_fit).predict(X_val)))
     chosen = min(scores, key=scores.__getitem__)
-    rounds = best_rounds(clone(options[chosen]).fit(X, y))
-    final = clone(options[chosen]).set_params(**rounds).fit(X, y)
+    rounds = best_rounds(fit(options[chosen], X, y, duration_min))
+    final = fit(clone(options[chosen]).set_params(**rounds), X, y, duration_min)
     trees = {prefix.rstrip("_") or "model": booster.n_iter_ for prefix, booster in fitted_boosters(final)}
     return final, {"chosen": chosen, "validation_mae": scores, "trees": trees}
 
@@ -166,7 +188,9 @@ def train(cfg: TrainConfig, models_dir: Path = MODELS_DIR, step: Step = lambda _
     fitted: dict[str, tuple[Any, dict[str, Any]]] = {}
     for name in ("initial_duration", "tip", "cost"):
         step(f"training {name} on {len(ds.train)} real trips")
-        fitted[name] = select_and_fit(name, X, ds.train[TARGETS[name]].to_numpy(float), cfg.seed, pace)
+        fitted[name] = select_and_fit(name, X, ds.train[TARGETS[name]].to_numpy(float), cfg.seed, pace,
+                                      duration=fitted["initial_duration"][0] if name == "cost" else None,
+                                      duration_min=ds.train["duration_min"].to_numpy(float))
     step(f"simulating {cfg.simulated} rides for the dynamic model")
     rows = dynamic_training_rows(ds, fitted["initial_duration"][0], cfg)
     step(f"training dynamic_duration on {len(rows)} progress points")
@@ -178,8 +202,10 @@ def train(cfg: TrainConfig, models_dir: Path = MODELS_DIR, step: Step = lambda _
     paths: dict[str, Path] = {}
     versions: dict[str, str] = {}
     for name, (estimator, selection) in fitted.items():  # initial_duration comes first
-        # the dynamic model learnt from the initial model's estimates: a new initial, a new dynamic
-        depends_on = {"initial_duration": versions["initial_duration"]} if name == "dynamic_duration" else {}
+        # the dynamic model learnt from the initial model's estimates and the cost model holds a copy
+        # of it: a new initial, a new dynamic and cost
+        learnt_from_initial = name == "dynamic_duration" or isinstance(estimator, CostFromDuration)
+        depends_on = {"initial_duration": versions["initial_duration"]} if learnt_from_initial else {}
         version = versions[name] = version_id(name, ds, cfg, estimator, depends_on)
         metadata = {
             "name": name, "version": version, "target": TARGETS[name],

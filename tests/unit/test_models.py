@@ -144,7 +144,6 @@ def test_initial_duration_beats_the_distance_only_baseline_by_30_percent(report)
     assert report["models"]["initial_duration"]["improvement_vs_distance_linear"] >= 0.30
 
 
-@pytest.mark.xfail(strict=True, reason="27% on the 5,000-trip sample; issue 4 stays open until it reaches 30%")
 def test_cost_beats_the_distance_only_baseline_by_30_percent(report):
     assert report["models"]["cost"]["improvement_vs_distance_linear"] >= 0.30
 
