@@ -17,23 +17,30 @@ from shared.settings import Settings
 kafka_log = logging.getLogger("ridestream.kafka")
 
 
-def _base(settings: Settings, overrides: dict[str, Any]) -> dict[str, Any]:
-    return settings.kafka_config(logger=kafka_log, **overrides)
+def _base(settings: Settings, overrides: dict[str, Any], tuning: dict[str, Any] | None = None) -> dict[str, Any]:
+    return settings.kafka_config(tuning, logger=kafka_log, **overrides)
+
+
+# what a producer's at-least-once promise rests on: RIDESTREAM_KAFKA_EXTRA cannot change it
+PRODUCER_GUARANTEES = {"enable.idempotence": True, "acks": "all"}
+# throughput/latency trade-offs: RIDESTREAM_KAFKA_EXTRA can (e.g. {"linger.ms": "1"})
+PRODUCER_TUNING = {
+    "compression.type": "lz4",
+    "linger.ms": 5,
+    "batch.size": 1_000_000,
+    "queue.buffering.max.messages": 500_000,
+    "queue.buffering.max.kbytes": 1_048_576,
+}
+
+
+def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    """Tuning defaults < ``settings.kafka_extra`` < the guarantees and the caller's ``overrides``."""
+    return _base(settings, {**PRODUCER_GUARANTEES, **overrides}, PRODUCER_TUNING)
 
 
 def make_producer(settings: Settings, **overrides: Any) -> Producer:
     """An idempotent producer (no duplicates or reordering on retries), LZ4-compressed, small linger."""
-    conf = {
-        "enable.idempotence": True,
-        "acks": "all",
-        "compression.type": "lz4",
-        "linger.ms": 5,
-        "batch.size": 1_000_000,
-        "queue.buffering.max.messages": 500_000,
-        "queue.buffering.max.kbytes": 1_048_576,
-    }
-    conf.update(overrides)
-    return Producer(_base(settings, conf))
+    return Producer(producer_config(settings, **overrides))
 
 
 def produce(producer: Producer, topic: str, value: bytes | None, key: bytes | None = None, **kwargs: Any) -> None:

@@ -108,9 +108,10 @@ class Settings(BaseSettings):
             spec(t.dlq, self.dlq_partitions),
         ]
 
-    def kafka_config(self, **overrides: Any) -> dict[str, Any]:
+    def kafka_config(self, tuning: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
         """The librdkafka configuration shared by every client: the one place settings become
-        ``bootstrap.servers``, security and TLS options."""
+        ``bootstrap.servers``, security and TLS options. ``kafka_extra`` overrides the ``tuning``
+        defaults, and ``overrides`` (what the caller relies on) override it."""
         conf: dict[str, Any] = {
             "bootstrap.servers": self.bootstrap,
             "client.id": self.client_id,
@@ -126,6 +127,7 @@ class Settings(BaseSettings):
             "ssl.key.password": self.ssl_key_password.get_secret_value() if self.ssl_key_password else None,
         }
         conf.update({k: str(v) for k, v in optional.items() if v is not None})
+        conf.update(tuning or {})
         conf.update(self.kafka_extra)
         conf.update(overrides)
         return conf

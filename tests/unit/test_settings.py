@@ -85,3 +85,16 @@ def test_invalid_settings_give_one_line_errors(monkeypatch, var, value, fragment
 def test_keyword_arguments_override_the_environment(monkeypatch):
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "from-env:9092")
     assert Settings(bootstrap_servers="given:1234", _env_file=None).bootstrap == "given:1234"
+
+
+def test_kafka_extra_tunes_the_producer_but_cannot_weaken_its_guarantees(monkeypatch):
+    from shared.kafka import PRODUCER_TUNING, producer_config
+
+    assert producer_config(Settings())["linger.ms"] == PRODUCER_TUNING["linger.ms"]
+    monkeypatch.setenv("RIDESTREAM_KAFKA_EXTRA", '{"linger.ms": "0", "compression.type": "zstd", "acks": "1", '
+                                                 '"enable.idempotence": "false"}')
+    conf = producer_config(load_settings())
+    assert conf["linger.ms"] == "0" and conf["compression.type"] == "zstd"  # the user's tuning wins
+    assert conf["acks"] == "all" and conf["enable.idempotence"] is True  # at-least-once stays
+    assert conf["batch.size"] == PRODUCER_TUNING["batch.size"]
+    assert producer_config(load_settings(), **{"linger.ms": 1})["linger.ms"] == 1  # a caller's own choice wins
