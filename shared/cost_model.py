@@ -32,14 +32,26 @@ NEWARK_SURCHARGE = 17.5  # on the meter, rides to Newark airport
 _DISTANCE, _PICKUP, _DROPOFF = (REQUEST_FEATURES.index(f) for f in ("distance_mi", "pickup_zone", "dropoff_zone"))
 
 
+def slow_minutes(distance: np.ndarray, duration_min: np.ndarray) -> np.ndarray:
+    """Minutes beyond what the distance takes at 12 mph: the ones the meter charges by time."""
+    return np.maximum(np.asarray(duration_min, dtype=np.float64) - distance * MINUTES_PER_MILE_AT_12_MPH, 0.0)
+
+
+def meter_fare(distance: np.ndarray, duration_min: np.ndarray, pickup_zone: np.ndarray, dropoff_zone: np.ndarray,
+               per_mile: float = PER_MILE, per_slow_minute: float = PER_SLOW_MINUTE) -> np.ndarray:
+    """The fare (before surcharges and tolls): the flag drop, the miles and the slow minutes on the
+    meter, or JFK ↔ Manhattan's flat fare. The simulator passes its fitted rates."""
+    metered = FLAG_DROP + per_mile * distance + per_slow_minute * slow_minutes(distance, duration_min)
+    return np.where(jfk_manhattan(pickup_zone, dropoff_zone), FLAT_FARE_JFK, metered)
+
+
 def meter_columns(X: np.ndarray, duration_min: np.ndarray) -> np.ndarray:
-    """``X`` with the duration, the slow minutes and the fare by the TLC's rules appended."""
+    """``X`` with the duration, the slow minutes and the cost by the TLC's rules (the fare plus
+    Newark's surcharge) appended."""
     duration = np.asarray(duration_min, dtype=np.float64)
     distance, pickup, dropoff = X[:, _DISTANCE], X[:, _PICKUP], X[:, _DROPOFF]
-    slow = np.maximum(duration - distance * MINUTES_PER_MILE_AT_12_MPH, 0.0)
-    meter = FLAG_DROP + PER_MILE * distance + PER_SLOW_MINUTE * slow + NEWARK_SURCHARGE * (dropoff == NEWARK)
-    fare = np.where(jfk_manhattan(pickup, dropoff), FLAT_FARE_JFK, meter)
-    return np.column_stack([X, duration, slow, fare])
+    by_rules = meter_fare(distance, duration, pickup, dropoff) + NEWARK_SURCHARGE * (dropoff == NEWARK)
+    return np.column_stack([X, duration, slow_minutes(distance, duration), by_rules])
 
 
 class CostFromDuration(RegressorMixin, BaseEstimator):

@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 
 from shared.tlc import NYC_TZ, epoch_seconds, local_hour_weekday
-from shared.cost_model import FLAT_FARE_JFK
-from shared.zones import JFK, jfk_manhattan
+from shared import cost_model
+from shared.zones import JFK
 
 MINUTE_SPEED_SIGMA = 0.35  # minute-to-minute variation of speed within a ride (log scale)
 
@@ -63,9 +63,9 @@ def fit(trips: pd.DataFrame) -> Calibration:
 
     other = (trips["total_amount"] - trips["tip_amount"] - trips["fare_amount"]).clip(lower=0)
     metered = ~(trips["pickup_zone"].eq(JFK) | trips["dropoff_zone"].eq(JFK)).to_numpy()
-    slow = np.maximum(dur - dist * 5.0, 0.0)  # minutes beyond what 12 mph would take
     (per_mile, per_slow_min), *_ = np.linalg.lstsq(
-        np.column_stack([dist, slow])[metered], trips["fare_amount"].to_numpy(float)[metered] - 2.5, rcond=None)
+        np.column_stack([dist, cost_model.slow_minutes(dist, dur)])[metered],
+        trips["fare_amount"].to_numpy(float)[metered] - cost_model.FLAG_DROP, rcond=None)
 
     card = trips[trips["payment_type"] == 1]
     share = (card["tip_amount"] / (card["fare_amount"] + other[card.index]).clip(lower=1.0)).clip(0, 1)
@@ -89,9 +89,9 @@ def expected_speed_mph(cal: Calibration, distance: np.ndarray, epoch_s: np.ndarr
 
 def meter_fare(cal: Calibration, distance: np.ndarray, duration_min: np.ndarray,
                pickup_zone: np.ndarray, dropoff_zone: np.ndarray) -> np.ndarray:
-    slow = np.maximum(duration_min - distance * 5.0, 0.0)
-    fare = np.round((2.5 + cal.per_mile * distance + cal.per_slow_minute * slow) * 2) / 2
-    return np.where(jfk_manhattan(pickup_zone, dropoff_zone), FLAT_FARE_JFK, fare)
+    """The TLC's fare at the fitted rates, in the meter's 50-cent steps."""
+    fare = cost_model.meter_fare(distance, duration_min, pickup_zone, dropoff_zone, cal.per_mile, cal.per_slow_minute)
+    return np.round(fare * 2) / 2
 
 
 def simulate(cal: Calibration, n: int, seed: int = 0, start: pd.Timestamp | str = "2019-03-04",
