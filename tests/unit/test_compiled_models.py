@@ -129,3 +129,17 @@ def test_compiled_predictions_are_the_same_with_a_task_beside_them(cache):
         beside = model.native(X)
         assert ran == [threading.get_ident()]  # it ran during the compiled call
     np.testing.assert_array_equal(beside, alone)
+
+
+@needs_gcc
+def test_categories_never_seen_in_training_score_as_missing_as_in_scikit_learn(cache):
+    """Compiled trees cannot tell an unseen category from a seen one; the values they are given
+    blank what scikit-learn would treat as missing: negative, fractional, too large."""
+    model = load_model("tip")
+    assert model.accelerate(cache, threads=1)
+    columns = np.flatnonzero(model.estimator.is_categorical_)
+    X = np.repeat(probe_features("tip", rows=50, seed=3)[:12], 12, axis=0)
+    odd = [np.nan, -1.0, -0.0, 0.0, 2.5, 4.0, 5.0, 6.0, 7.0, 255.0, 1e300, -3.5]
+    for i, column in enumerate(columns):
+        X[:, column] = np.roll(np.tile(odd, 12), i * 5)
+    np.testing.assert_allclose(model.native(X), model.estimator.predict(X), atol=compiled.TOLERANCE)
