@@ -34,7 +34,7 @@ from consumers.metrics import ServiceMetrics
 from consumers.scoring import RideMemory, ServiceSpec, by_event_type, score_groups
 from consumers.sinks import KafkaSink, Sink
 from shared.artifacts import Model
-from shared.codec import InvalidMessage, read_event
+from shared.codec import InvalidMessage, read_event, read_events
 from shared.compiled import meanwhile
 from shared.kafka import make_consumer
 from shared.predictions import Predictions
@@ -221,16 +221,42 @@ class Runtime:
         (:meth:`_next_batch`), so a batch's Python work overlaps the next one's native work."""
         received = time.monotonic()
         batch = ScoredBatch(received, BatchResult(consumed=len(msgs)))
+        valid = [msg for msg in msgs if msg.error() is None]
+        if len(valid) < len(msgs):
+            _log_consumer_errors(msgs)
+        if valid:  # a runtime reads one topic; within a partition, the batch is in offset order
+            topic = valid[0].topic()
+            last = {msg.partition(): msg.offset() for msg in valid}
+            first = {msg.partition(): msg.offset() for msg in reversed(valid)}
+            batch.first_offsets = {(topic, p): offset for p, offset in first.items()}
+            batch.next_offsets = {(topic, p): offset + 1 for p, offset in last.items()}
+        events = _read_all(valid)
+        if events is None:
+            events = self._read_each(valid, batch)
+
+        by_type = by_event_type(events)
+        for event_type, group in by_type.items():  # once per type, not per event
+            self.metrics.events(event_type).inc(len(group))
+        if self.observe:
+            self.observe(events)
+        scored_at = datetime.now(timezone.utc)
+        previous, self._deferred = self._deferred, None
+        with meanwhile(partial(self._emit, previous)) if previous else nullcontext():
+            batch.predictions = score_groups(self.spec, self.models, self.memory, by_type, scored_at)
+        self.metrics.scoring.observe(time.monotonic() - received)
+        batch.result.predictions = len(batch.predictions)
+        if len(msgs) >= HOLD_BACK_FROM:
+            self._deferred = batch
+        else:
+            self._emit(batch)
+        self._update_lag(batch.next_offsets)
+        self._settle_if_due()
+        return batch.result
+
+    def _read_each(self, msgs: Sequence[Message], batch: ScoredBatch) -> list[Any]:
+        """The batch's valid events, one message at a time; the others become dead letters."""
         events = []
         for msg in msgs:
-            err = msg.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    log.warning("consumer error: %s", err.str())
-                continue
-            tp = (msg.topic(), msg.partition())
-            batch.first_offsets.setdefault(tp, msg.offset())
-            batch.next_offsets[tp] = msg.offset() + 1
             try:
                 event = read_event(msg.value())
                 key = msg.key()
@@ -244,25 +270,7 @@ class Runtime:
                 batch.result.dead_letters += 1
                 continue
             events.append(event)
-
-        by_type = by_event_type(events)
-        for event_type, group in by_type.items():  # once per type, not per event
-            self.metrics.events_in.labels(self.spec.name, event_type).inc(len(group))
-        if self.observe:
-            self.observe(events)
-        scored_at = datetime.now(timezone.utc)
-        previous, self._deferred = self._deferred, None
-        with meanwhile(partial(self._emit, previous)) if previous else nullcontext():
-            batch.predictions = score_groups(self.spec, self.models, self.memory, by_type, scored_at)
-        self.metrics.scoring_seconds.labels(self.spec.name).observe(time.monotonic() - received)
-        batch.result.predictions = len(batch.predictions)
-        if len(msgs) >= HOLD_BACK_FROM:
-            self._deferred = batch
-        else:
-            self._emit(batch)
-        self._update_lag(batch.next_offsets)
-        self._settle_if_due()
-        return batch.result
+        return events
 
     def _emit(self, batch: ScoredBatch) -> None:
         """Produce a scored batch's dead letters and predictions; its offsets then wait for the
@@ -276,9 +284,9 @@ class Runtime:
             self._rewind.setdefault(tp, offset)
         self._unsettled.update(batch.next_offsets)
         result = batch.result
-        self.metrics.predictions_out.labels(self.spec.name).inc(result.predictions)
-        self.metrics.batch_size.labels(self.spec.name).observe(result.consumed)
-        self.metrics.latency.labels(self.spec.name).observe(time.monotonic() - batch.received)
+        self.metrics.predictions.inc(result.predictions)
+        self.metrics.batches.observe(result.consumed)
+        self.metrics.end_to_end.observe(time.monotonic() - batch.received)
         self.totals.consumed += result.consumed
         self.totals.predictions += result.predictions
         self.totals.dead_letters += result.dead_letters
@@ -380,3 +388,19 @@ class Runtime:
                 continue
             if high >= 0:
                 self.metrics.lag.labels(self.spec.name, str(partition)).set(max(high - offset, 0))
+
+
+def _read_all(msgs: Sequence[Message]) -> list[Any] | None:
+    """Every message's event in one pass, if all are valid and keyed by their ride_id (a live
+    batch, nearly always); None if any is not — :meth:`Runtime._read_each` then sorts them out."""
+    events = read_events([msg.value() for msg in msgs])
+    if events is None or [msg.key() for msg in msgs] != [event.ride_id.encode() for event in events]:
+        return None
+    return events
+
+
+def _log_consumer_errors(msgs: Sequence[Message]) -> None:
+    for msg in msgs:
+        err = msg.error()
+        if err is not None and err.code() != KafkaError._PARTITION_EOF:
+            log.warning("consumer error: %s", err.str())

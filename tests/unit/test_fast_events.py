@@ -15,7 +15,7 @@ from consumers.services import DURATION, TIP
 from shared import events as contract
 from shared import fast_events
 from shared.artifacts import load_model
-from shared.codec import InvalidMessage, decode_event, read_event
+from shared.codec import InvalidMessage, decode_event, read_event, read_events
 
 T = "2019-03-05T13:00:00.250Z"
 VALID = {
@@ -108,6 +108,24 @@ def test_valid_events_take_the_fast_path_and_non_utc_times_do_not():
         assert isinstance(read_event(raw(payload)), fast_events.FAST_EVENTS)
     with pytest.raises(InvalidMessage, match="UTC"):
         read_event(raw({**VALID["ride_started"], "event_time": "2019-03-05T14:00:00+01:00"}))
+
+
+def test_a_batch_is_read_in_one_pass_only_when_every_value_would_take_the_fast_path():
+    values = [raw({**payload, "event_id": f"e{i}"}) for i, payload in enumerate(VALID.values())]
+    one_pass = read_events(values)
+    assert one_pass is not None and [fields(e) for e in one_pass] == [fields(read_event(v)) for v in values]
+    assert read_events([]) == []
+    for odd in mutations():  # any value that one alone would not decide sends the batch one by one
+        try:
+            alone = read_event(odd)
+        except InvalidMessage:
+            alone = None
+        together = read_events([values[0], odd, values[1]])
+        if isinstance(alone, fast_events.FAST_EVENTS):
+            assert together is not None and fields(together[1]) == fields(alone), odd
+        else:
+            assert together is None, odd
+    assert read_events([values[0], None]) is None
 
 
 @pytest.mark.parametrize("spec", [TIP, DURATION], ids=lambda s: s.name)

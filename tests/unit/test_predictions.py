@@ -48,6 +48,8 @@ def test_prediction_ids_are_uuid5_computed_for_the_whole_batch():
     want = [str(uuid.uuid5(_PREDICTION_NAMESPACE, f"tip\x1fv3\x1f{e}")) for e in event_ids]
     assert [g.decode() for g in got] == want == prediction_ids("tip", "v3", event_ids)
     assert prediction_id_bytes("tip", "v3", []) == []
+    for few in range(1, 30):  # small batches take another path to the same ids
+        assert prediction_id_bytes("tip", "v3", event_ids[:few]) == got[:few]
 
 
 def test_predictions_read_as_records_across_parts_and_skip_empty_parts():

@@ -3,7 +3,7 @@ at once; whatever is held back goes out as soon as nothing else is waiting. Offs
 
 from __future__ import annotations
 
-from confluent_kafka import Message
+from confluent_kafka import KafkaError, Message
 
 from bench.loops import ride_requests
 from consumers.runtime import HOLD_BACK_FROM, Runtime
@@ -80,3 +80,20 @@ def test_a_large_batch_is_produced_while_the_next_is_scored_and_at_once_when_non
     assert rt._next_batch() == []  # nothing else waits: the second goes out before any waiting
     assert len(sink.emitted) == 2 * HOLD_BACK_FROM and sink.emitted[-1].startswith("b3-")
     assert consumer.commits[-1] == {0: 2 * HOLD_BACK_FROM} and rt.totals.predictions == 2 * HOLD_BACK_FROM
+
+
+def test_each_partition_of_a_batch_commits_past_its_last_message_and_bad_ones_are_sorted_out():
+    """Partitions interleaved, a consumer error and a message keyed wrongly among valid ones: the
+    batch is read message by message, the bad one dead-lettered, the rest scored in order."""
+    rt, sink, consumer = runtime()
+    batch = []
+    for i, e in enumerate(ride_requests(30, seed=4)):
+        partition, offset = i % 3, 100 * (i % 3) + i // 3
+        key = b"someone-else" if i == 13 else e["ride_id"].encode()
+        batch.append(Message(topic="events", partition=partition, offset=offset, key=key, value=encode_dict(e), error=None))
+    batch.insert(7, Message(topic="events", partition=2, error=KafkaError(KafkaError._TRANSPORT)))
+    rt.process(batch)
+    assert sink.emitted[0] == "dlq@104"  # message 13: partition 1, offset 100 + 4
+    assert sink.emitted[1:] == [f"b4-{i}-req" for i in range(30) if i != 13]
+    assert consumer.commits == [{0: 10, 1: 110, 2: 210}]
+    assert rt.totals.dead_letters == 1 and rt.totals.predictions == 29
