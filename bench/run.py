@@ -19,6 +19,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from confluent_kafka import KafkaException  # noqa: E402
+
 from bench import fleet, quix  # noqa: E402
 from bench.fleet import Latency  # noqa: E402
 from bench.loops import Measure, naive, passthrough, preproduce, ride_requests, shipped  # noqa: E402
@@ -112,7 +114,31 @@ def machine() -> dict[str, Any]:
             "system": platform.platform()}
 
 
+def bench_topics(settings: Settings) -> set[str]:
+    """The topics the bench's phases make (each phase its own namespace under ``<ns>bench-``)."""
+    prefix = f"{settings.namespace}bench-"
+    return {t for t in make_admin(settings).list_topics(timeout=10).topics if t.startswith(prefix)}
+
+
 def run(settings: Settings, cfg: BenchConfig, phase: Callable[[str], None] = lambda _: None) -> BenchResult:
+    """One run; the topics it made are deleted afterwards, whatever happens (a run makes ~15 and
+    would otherwise fill the broker: hundreds of partitions per run)."""
+    before = bench_topics(settings)
+    try:
+        return _measure(settings, cfg, phase)
+    finally:
+        made = sorted(bench_topics(settings) - before)
+        if made:
+            phase(f"deleting the {len(made)} topics of this run")
+            admin = make_admin(settings)  # held until the deletions are done
+            for future in admin.delete_topics(made, operation_timeout=30).values():
+                try:
+                    future.result(60)
+                except KafkaException as exc:  # left behind: say so, the figures still stand
+                    phase(f"could not delete a topic: {exc.args[0].str()}")
+
+
+def _measure(settings: Settings, cfg: BenchConfig, phase: Callable[[str], None]) -> BenchResult:
     ns = f"{settings.namespace}bench-{uuid.uuid4().hex[:6]}."
     source, sink = f"{ns}requests", f"{ns}out"
     create_topics(make_admin(settings), [TopicSpec(source, cfg.partitions), TopicSpec(sink, cfg.partitions)])

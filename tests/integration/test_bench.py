@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 
-from bench.run import LOOPS, BenchConfig, run, write
+from bench.run import LOOPS, BenchConfig, bench_topics, run, write
+from tests.integration.fleet import wait_for
 
 
 def test_quick_bench_runs_every_loop_on_the_same_events(kafka, tmp_path):
@@ -13,6 +14,8 @@ def test_quick_bench_runs_every_loop_on_the_same_events(kafka, tmp_path):
                       latency_rates=(500.0,), latency_seconds=2, process_events=2000)
     phases: list[str] = []
     result = run(kafka.settings, cfg, phase=phases.append)
+    assert any("deleting the" in p for p in phases)
+    assert wait_for(lambda: bench_topics(kafka.settings) == set(), timeout=30)  # none left behind
     assert [m.events for m in result.runs["passthrough"]] == [3000]
     assert [m.events for m in result.runs["batched"]] == [3000]
     assert 0 < result.runs["naive"][0].events <= 150
