@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,11 +43,21 @@ def contract_topics(settings: Settings, label: str) -> Settings:
     return scoped
 
 
+def _service_env(settings: Settings) -> dict[str, str]:
+    return {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap, "RIDESTREAM_NAMESPACE": settings.namespace,
+            "RIDESTREAM_BATCH_MAX_WAIT_MS": "5", "RIDESTREAM_SESSION_TIMEOUT_MS": "6000"}
+
+
 def start_services(settings: Settings, n: int) -> list[subprocess.Popen]:
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap, "RIDESTREAM_NAMESPACE": settings.namespace,
-           "RIDESTREAM_BATCH_MAX_WAIT_MS": "5", "RIDESTREAM_SESSION_TIMEOUT_MS": "6000"}
-    return [subprocess.Popen([*RIDESTREAM, "consume", "tip"], env=env,
+    return [subprocess.Popen([*RIDESTREAM, "consume", "tip"], env=_service_env(settings),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(n)]
+
+
+def start_echo(settings: Settings, n: int = 1) -> list[subprocess.Popen]:
+    """:mod:`bench.echo` in place of the tip service: the same bytes to its output topic."""
+    command = [sys.executable, "-m", "bench.echo", settings.topics.events, settings.topics.predictions("tip")]
+    return [subprocess.Popen(command, env=_service_env(settings), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL) for _ in range(n)]
 
 
 def stop_services(procs: list[subprocess.Popen]) -> None:
@@ -109,16 +120,17 @@ def publish_at_once(settings: Settings, topic: str, events: list[dict]) -> None:
     producer.commit_transaction(120)
 
 
-def latency(settings: Settings, rate: float | None, seconds: float, seed: int, lead_in_s: float = 2.0) -> Latency:
-    """One tip process, warmed up; then one steady stream offered at ``rate`` whose first
-    ``lead_in_s`` seconds are not measured.
+def latency(settings: Settings, rate: float | None, seconds: float, seed: int, lead_in_s: float = 2.0,
+            start: Callable[[Settings, int], list[subprocess.Popen]] = start_services) -> Latency:
+    """One tip process (or what ``start`` starts instead, e.g. :func:`start_echo`), warmed up;
+    then one steady stream offered at ``rate`` whose first ``lead_in_s`` seconds are not measured.
 
     Why the lead-in: a consumer that sat idle while a *new* idempotent producer starts may wait a
     whole ``fetch.wait.max.ms`` (500 ms) for its first batch — a start-up effect of the producer,
     not the service's steady-state latency, which is what this figure is about."""
     scoped = contract_topics(settings, f"latency-{int(rate or 0)}")
     source, sink = scoped.topics.events, scoped.topics.predictions("tip")
-    procs = start_services(scoped, 1)
+    procs = start(scoped, 1)
     try:
         warm = ride_requests(200, seed=seed + 1000)
         offer(scoped, source, warm, None)

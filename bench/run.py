@@ -51,13 +51,16 @@ class BenchResult:
     config: BenchConfig
     runs: dict[str, list[Measure]] = field(default_factory=dict)
     latency: dict[str, list[Latency]] = field(default_factory=dict)
+    latency_floor: dict[str, list[Latency]] = field(default_factory=dict)  # bench.echo, same rates
     processes: dict[str, list[Measure]] = field(default_factory=dict)
     replay: list[Measure] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
-    def latency_summary(self) -> dict[str, dict[str, float]]:
+    def latency_summary(self, floor: bool = False) -> dict[str, dict[str, float]]:
+        """Median p50/p95/p99 per offered rate: the service's, or with ``floor`` the echo's."""
+        measured = self.latency_floor if floor else self.latency
         return {rate: {q: statistics.median(getattr(x, q) for x in runs) for q in ("p50_ms", "p95_ms", "p99_ms")}
-                for rate, runs in self.latency.items()}
+                for rate, runs in measured.items()}
 
     def processes_summary(self) -> dict[str, float]:
         out = {n: statistics.median(m.per_s for m in runs) for n, runs in self.processes.items()}
@@ -97,6 +100,8 @@ class BenchResult:
             "ratios": {k: round(v, 3) for k, v in self.ratios().items()},
             "latency_ms": self.latency_summary(),
             "latency_runs": {r: [x.__dict__ for x in runs] for r, runs in self.latency.items()},
+            "latency_floor_ms": self.latency_summary(floor=True),
+            "latency_floor_runs": {r: [x.__dict__ for x in runs] for r, runs in self.latency_floor.items()},
             "processes_events_per_s": self.processes_summary(),
             "processes_runs": {n: [round(m.per_s, 1) for m in runs] for n, runs in self.processes.items()},
             "processes_cpu_busy": self.processes_cpu_busy(),
@@ -173,6 +178,10 @@ def _measure(settings: Settings, cfg: BenchConfig, phase: Callable[[str], None])
             label = "max" if rate is None else str(int(rate))
             phase(f"round {i + 1}/{cfg.repeat}: end-to-end latency at {label} events/s")
             result.latency.setdefault(label, []).append(fleet.latency(settings, rate, cfg.latency_seconds, seed=10 + i))
+            if rate is not None:  # at "max" both queue: a floor would say nothing
+                phase(f"round {i + 1}/{cfg.repeat}: the same without decoding or model (echo) at {label} events/s")
+                result.latency_floor.setdefault(label, []).append(
+                    fleet.latency(settings, rate, cfg.latency_seconds, seed=10 + i, start=fleet.start_echo))
         events = ride_requests(cfg.process_events, seed=20 + i)
         for n in (1, 2):
             phase(f"round {i + 1}/{cfg.repeat}: {n} tip process(es)")
@@ -203,10 +212,14 @@ def markdown(result: BenchResult) -> str:
     lines += ["", f"ridestream = {r['batched_vs_passthrough']:.0%} of the passthrough ceiling, {versus}."]
     lines += [f"{note}" for note in result.notes]
     if result.latency:
-        lines += ["", "End-to-end latency, event produced → prediction produced (one tip process, median of runs):", "",
-                  "| offered events/s | p50 ms | p95 ms | p99 ms |", "|---|---|---|---|"]
+        lines += ["", "End-to-end latency, event produced → prediction produced (one tip process, median of runs), "
+                      "and the same for `bench.echo`, which moves the bytes without decoding or model (the floor):", "",
+                  "| offered events/s | p50 ms | p95 ms | p99 ms | echo p50 / p95 / p99 ms |", "|---|---|---|---|---|"]
+        floor = result.latency_summary(floor=True)
         for rate, q in result.latency_summary().items():
-            lines.append(f"| {rate} | {q['p50_ms']:.1f} | {q['p95_ms']:.1f} | {q['p99_ms']:.1f} |")
+            f = floor.get(rate)
+            echo = f"{f['p50_ms']:.1f} / {f['p95_ms']:.1f} / {f['p99_ms']:.1f}" if f else "—"
+            lines.append(f"| {rate} | {q['p50_ms']:.1f} | {q['p95_ms']:.1f} | {q['p99_ms']:.1f} | {echo} |")
     if result.processes:
         p = result.processes_summary()
         spread = {n: f" ({min(m.per_s for m in runs):,.0f}–{max(m.per_s for m in runs):,.0f})"

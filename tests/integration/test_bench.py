@@ -24,6 +24,8 @@ def test_quick_bench_runs_every_loop_on_the_same_events(kafka, tmp_path):
     assert any("passthrough" in p for p in phases) and any("naive" in p for p in phases) and any("Quix" in p for p in phases)
     lat = result.latency["500"][0]
     assert lat.events == 1000 and 0 < lat.p50_ms <= lat.p95_ms <= lat.p99_ms  # every offered event scored
+    floor = result.latency_floor["500"][0]
+    assert floor.events == 1000 and 0 < floor.p50_ms <= floor.p95_ms <= floor.p99_ms  # every event echoed
     assert [m.events for m in result.processes["1"]] == [2000] and [m.events for m in result.processes["2"]] == [2000]
     assert result.replay[0].events == 3000
 
@@ -31,8 +33,9 @@ def test_quick_bench_runs_every_loop_on_the_same_events(kafka, tmp_path):
     data = json.loads(paths[0].read_text())
     assert set(data["events_per_s"]) == set(LOOPS) == {"passthrough", "batched", "naive", "quix"}
     assert {"cores", "memory_gib", "cpu"} <= set(data["machine"])
-    assert set(data["latency_ms"]["500"]) == {"p50_ms", "p95_ms", "p99_ms"}
+    assert set(data["latency_ms"]["500"]) == set(data["latency_floor_ms"]["500"]) == {"p50_ms", "p95_ms", "p99_ms"}
     assert data["processes_events_per_s"]["two_vs_one"] > 0 and data["replay_events_per_s"] > 0
     assert set(data["processes_cpu_busy"]) == {"1", "2"} and all(0 < b <= 1 for b in data["processes_cpu_busy"].values())
     assert "| batched |" in paths[1].read_text() and "cores were" in paths[1].read_text()
+    assert "echo p50 / p95 / p99" in paths[1].read_text()
     assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
