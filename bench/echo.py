@@ -1,8 +1,7 @@
 """The latency floor: a separate process that moves each event to another topic as it comes —
 the same bytes, no decoding, no model — with the service's client settings and its way of taking
-batches (whatever has been fetched, at once; else the first message to arrive and whatever came
-with it). Its latency, beside the service's in the same run, is what the broker, the clients and
-the machine cost by themselves.
+batches (:func:`shared.kafka.consume_ready`). Its latency, beside the service's in the same run,
+is what the broker, the clients and the machine cost by themselves.
 
 Run as ``python -m bench.echo SOURCE SINK`` with the service's environment; SIGTERM stops it.
 """
@@ -16,7 +15,7 @@ import time
 
 from confluent_kafka import TopicPartition
 
-from shared.kafka import flush_all, make_consumer, make_producer, produce
+from shared.kafka import consume_ready, flush_all, make_consumer, make_producer, produce
 from shared.settings import load_settings
 
 
@@ -26,16 +25,10 @@ def echo(source: str, sink: str, stop: threading.Event) -> int:
     consumer = make_consumer(settings, f"{settings.namespace}bench-echo-{time.monotonic_ns()}")
     producer = make_producer(settings)
     consumer.subscribe([source])
-    size, wait = settings.batch_size, settings.batch_max_wait_ms / 1000
     moved, last_commit, offsets = 0, time.monotonic(), {}
     try:
         while not stop.is_set():
-            msgs = consumer.consume(num_messages=size, timeout=0)
-            if not msgs:
-                msgs = consumer.consume(num_messages=1, timeout=wait)
-                if msgs:
-                    msgs += consumer.consume(num_messages=size - 1, timeout=0)
-            for msg in msgs:
+            for msg in consume_ready(consumer, settings.batch_size, settings.batch_max_wait_ms / 1000):
                 if msg.error() is None:
                     produce(producer, sink, msg.value(), msg.key())
                     offsets[msg.partition()] = msg.offset() + 1

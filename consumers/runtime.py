@@ -36,7 +36,7 @@ from consumers.sinks import KafkaSink, Sink
 from shared.artifacts import Model
 from shared.codec import InvalidMessage, read_event, read_events
 from shared.compiled import meanwhile
-from shared.kafka import make_consumer
+from shared.kafka import consume_ready, make_consumer
 from shared.predictions import Predictions
 from shared.settings import Settings
 
@@ -178,21 +178,14 @@ class Runtime:
         return self.totals
 
     def _next_batch(self) -> list[Message]:
-        """Whatever the consumer has fetched, up to ``batch_size``, at once; if nothing has, the
-        first message to arrive within ``batch_max_wait_ms`` and whatever came with it.
+        """:func:`shared.kafka.consume_ready`: what has been fetched, at once; if nothing has, the
+        held-back batch goes out and offsets settle before waiting for the next message."""
+        return consume_ready(self.consumer, self.settings.batch_size, self.settings.batch_max_wait_ms / 1000,
+                             when_idle=self._idle)
 
-        A batch is never held back to fill up (librdkafka's batch consume would wait out the whole
-        timeout): under load batches grow by themselves, since more arrives while one is scored,
-        and at a trickle an event waits for nothing but the batch before it."""
-        size = self.settings.batch_size
-        msgs = self.consumer.consume(num_messages=size, timeout=0)
-        if not msgs:
-            self._emit_deferred()  # nothing to overlap it with: its events must not wait
-            self._settle_if_due()
-            msgs = self.consumer.consume(num_messages=1, timeout=self.settings.batch_max_wait_ms / 1000)
-            if msgs and size > 1:
-                msgs += self.consumer.consume(num_messages=size - 1, timeout=0)
-        return msgs
+    def _idle(self) -> None:
+        self._emit_deferred()  # nothing to overlap it with: its events must not wait
+        self._settle_if_due()
 
     def _within_bounds(self, msgs: list[Message], remaining: dict[tuple[str, int], int]) -> list[Message]:
         """Drop what lies past each partition's end; a partition whose end is reached is done."""

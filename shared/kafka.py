@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, ClusterMetadata
 
 from shared.errors import BrokerUnavailable, TopicError
@@ -59,6 +60,23 @@ def flush_all(producer: Producer) -> None:
     which); it keeps waiting while the broker is away."""
     while producer.flush(1.0) > 0:
         pass
+
+
+def consume_ready(consumer: Consumer, size: int, wait_s: float,
+                  when_idle: Callable[[], None] = lambda: None) -> list[Message]:
+    """Whatever ``consumer`` has fetched, up to ``size`` messages, at once; if nothing has,
+    ``when_idle()``, then the first message to arrive within ``wait_s`` and whatever came with it.
+
+    A batch is never held back to fill up (librdkafka's batch consume would wait out the whole
+    timeout): under load batches grow by themselves, since more arrives while one is handled,
+    and at a trickle an event waits for nothing but the batch before it."""
+    msgs = consumer.consume(num_messages=size, timeout=0)
+    if not msgs:
+        when_idle()
+        msgs = consumer.consume(num_messages=1, timeout=wait_s)
+        if msgs and size > 1:
+            msgs += consumer.consume(num_messages=size - 1, timeout=0)
+    return msgs
 
 
 def make_consumer(settings: Settings, group_id: str, **overrides: Any) -> Consumer:
