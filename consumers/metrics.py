@@ -30,13 +30,25 @@ class ServiceMetrics:
         self.batches = self.batch_size.labels(service)
         self.scoring = self.scoring_seconds.labels(service)
         self.end_to_end = self.latency.labels(service)
-        self._events: dict[str, Any] = {}
+        self._children: dict[tuple[Any, str], Any] = {}
 
     def events(self, event_type: str) -> Any:
         """The ``events_in`` counter of ``event_type`` for this service."""
-        child = self._events.get(event_type)
+        return self._child(self.events_in, event_type)
+
+    def dead_letters(self, error_type: str) -> Any:
+        """The ``dlq`` counter of ``error_type`` for this service."""
+        return self._child(self.dlq, error_type)
+
+    def lag_of(self, partition: int) -> Any:
+        """The ``lag`` gauge of ``partition`` for this service."""
+        return self._child(self.lag, str(partition))
+
+    def _child(self, metric: Any, label: str) -> Any:
+        key = (metric, label)
+        child = self._children.get(key)
         if child is None:
-            child = self._events[event_type] = self.events_in.labels(self.service, event_type)
+            child = self._children[key] = metric.labels(self.service, label)
         return child
 
     def serve(self, port: int) -> None:

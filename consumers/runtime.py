@@ -259,7 +259,7 @@ class Runtime:
                     raise InvalidMessage("key_mismatch", f"the key {key[:64]!r} is not the ride_id {event.ride_id!r}")
             except InvalidMessage as exc:
                 batch.dead_letters.append((msg, self._dead_letter_headers(msg, exc)))
-                self.metrics.dlq.labels(self.spec.name, exc.error_type).inc()
+                self.metrics.dead_letters(exc.error_type).inc()
                 batch.result.dead_letters += 1
                 continue
             events.append(event)
@@ -380,7 +380,7 @@ class Runtime:
             except KafkaException:
                 continue
             if high >= 0:
-                self.metrics.lag.labels(self.spec.name, str(partition)).set(max(high - offset, 0))
+                self.metrics.lag_of(partition).set(max(high - offset, 0))
 
 
 def _read_all(msgs: Sequence[Message]) -> list[Any] | None:
