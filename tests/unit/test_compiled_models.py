@@ -143,3 +143,16 @@ def test_categories_never_seen_in_training_score_as_missing_as_in_scikit_learn(c
     for i, column in enumerate(columns):
         X[:, column] = np.roll(np.tile(odd, 12), i * 5)
     np.testing.assert_allclose(model.native(X), model.estimator.predict(X), atol=compiled.TOLERANCE)
+
+
+@needs_gcc
+def test_a_large_batch_split_over_threads_scores_as_one(cache):
+    """model_threads > 1: a batch of at least _SPLIT_FROM rows is scored in slices on as many
+    threads, and comes back whole and in order."""
+    model = load_model("initial_duration")
+    fast = compiled.compile_estimator(model.estimator, cache, threads=3)
+    X = probe_features("initial_duration", rows=1500, seed=11)
+    X = np.concatenate([X, X[::-1]])[: compiled._SPLIT_FROM + 7]
+    assert len(X) >= compiled._SPLIT_FROM
+    np.testing.assert_allclose(fast(X), model.estimator.predict(X), atol=compiled.TOLERANCE)
+    np.testing.assert_allclose(fast(X[:5]), model.estimator.predict(X[:5]), atol=compiled.TOLERANCE)
