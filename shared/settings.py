@@ -56,8 +56,9 @@ class Settings(BaseSettings):
     # --- the fleet -----------------------------------------------------------------------------
     batch_size: int = Field(default=10_000, ge=1, le=100_000, description="most messages per batch")
     batch_max_wait_ms: int = Field(default=20, ge=1, description="longest wait for a batch's first message")
-    commit_interval_ms: int = Field(default=100, ge=0, description="longest a scored batch waits for its "
-                                    "acknowledgements and commit; the next batch does not wait (0: after each batch)")
+    commit_interval_ms: int = Field(default=100, ge=0, description="how often the offsets of batches whose "
+                                    "output is acknowledged are committed, without waiting; output still unacknowledged "
+                                    "after 5 intervals is waited for (0: after each batch, waiting)")
     max_message_bytes: int = Field(default=2_097_152, ge=1024, description="room for a 1 MB event in the DLQ")
     session_timeout_ms: int = Field(default=45_000, ge=1000, description="how long a silent member keeps its partitions")
     native_models: bool = Field(default=True, description="serve models from trees compiled to native code (gcc); "

@@ -408,12 +408,12 @@ def test_a_failed_delivery_rewinds_to_the_oldest_unacknowledged_batch_and_commit
     runtime = Runtime(TIP, settings, {"tip": load_model("tip")}, sink=sink)
     commit = runtime._commit_pending
 
-    def recorded(only=None):
+    def recorded(only=None, sync=False):
         commits.append((runtime.totals.consumed, dict(runtime._pending)))
         for (_, partition), offset in runtime._pending.items():
             uncovered.extend((event_id, at, offset) for event_id, at in where.items()
                              if at[0] == partition and at[1] < offset and event_id not in acknowledged)
-        return commit(only)
+        return commit(only, sync=sync)
 
     runtime._commit_pending = recorded
     worker = threading.Thread(target=runtime.run)

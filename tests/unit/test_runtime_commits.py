@@ -1,0 +1,126 @@
+"""Offsets: settled without waiting for acknowledgements (unless overdue), committed every
+interval without waiting for the coordinator, a failed commit retried, a rebalance and shutdown
+committing synchronously — including what is still in flight."""
+
+from __future__ import annotations
+
+import time
+
+from confluent_kafka import KafkaError, TopicPartition
+
+from consumers.runtime import OVERDUE_INTERVALS, Runtime
+from consumers.services import TIP
+from shared.artifacts import load_model
+from shared.settings import Settings
+from tests.unit.test_runtime_hold_back import IdleConsumer, Recording, messages
+
+P0 = ("events", 0)
+
+
+class Outstanding(Recording):
+    """A sink whose deliveries stay outstanding until ``acknowledged`` is set; flushes counted."""
+
+    def __init__(self):
+        super().__init__()
+        self.acknowledged = False
+        self.flushes = 0
+
+    def settled(self) -> int | None:
+        return 0 if self.acknowledged else None
+
+    def flush(self) -> int:
+        self.flushes += 1
+        self.acknowledged = True
+        return 0
+
+
+class Committing(IdleConsumer):
+    def commit(self, offsets, asynchronous=True):
+        self.commits.append(({(tp.topic, tp.partition): tp.offset for tp in offsets}, asynchronous))
+
+
+def runtime(interval_ms: int = 100) -> tuple[Runtime, Outstanding, Committing]:
+    sink, consumer = Outstanding(), Committing()
+    rt = Runtime(TIP, Settings(commit_interval_ms=interval_ms), {"tip": load_model("tip")}, sink=sink,
+                 input_topic="events")
+    rt.consumer = consumer
+    return rt, sink, consumer
+
+
+def interval_passes(rt: Runtime) -> None:
+    rt._last_commit = time.monotonic() - 1.0
+
+
+def test_a_batch_settles_when_acknowledged_without_waiting_and_commits_asynchronously():
+    rt, sink, consumer = runtime()
+    rt.process(messages(10, 0, seed=1))
+    assert sink.flushes == 0 and consumer.commits == []  # outstanding: neither waited for nor committed
+    sink.acknowledged = True
+    rt._settle_if_due()  # the interval has not passed since the (empty) first commit
+    assert consumer.commits == [] and rt._pending == {P0: 10}
+    interval_passes(rt)
+    rt._settle_if_due()
+    assert consumer.commits == [({P0: 10}, True)] and sink.flushes == 0
+    assert rt._pending == {} and rt._committing == {P0: 10}
+    rt._on_commit(None, [TopicPartition("events", 0, 10)])
+    assert rt._committing == {}
+
+
+def test_output_unacknowledged_for_too_long_is_waited_for():
+    rt, sink, consumer = runtime()
+    rt.process(messages(10, 0, seed=1))
+    rt._unsettled_since = time.monotonic() - 0.1 * OVERDUE_INTERVALS
+    interval_passes(rt)
+    rt._settle_if_due()
+    assert sink.flushes == 1 and consumer.commits == [({P0: 10}, True)]
+
+
+def test_a_failed_commit_is_retried_unless_a_later_one_covers_it():
+    rt, sink, consumer = runtime()
+    sink.acknowledged = True
+    rt.process(messages(10, 0, seed=1))
+    interval_passes(rt)
+    rt._settle_if_due()
+    rt.process(messages(10, 10, seed=2))
+    interval_passes(rt)
+    rt._settle_if_due()
+    assert [c for c, _ in consumer.commits] == [{P0: 10}, {P0: 20}]
+    failed = KafkaError(KafkaError.REQUEST_TIMED_OUT)
+    rt._on_commit(failed, [TopicPartition("events", 0, 10)])  # superseded: the commit of 20 is in flight
+    assert rt._pending == {} and rt._committing == {P0: 20}
+    rt._on_commit(failed, [TopicPartition("events", 0, 20)])
+    assert rt._pending == {P0: 20} and rt._committing == {}
+    interval_passes(rt)
+    rt._settle_if_due()
+    assert consumer.commits[-1] == ({P0: 20}, True)
+
+
+def test_a_revoked_partition_is_committed_synchronously_with_its_commit_in_flight():
+    rt, sink, consumer = runtime()
+    sink.acknowledged = True
+    rt.process(messages(10, 0, seed=1))
+    interval_passes(rt)
+    rt._settle_if_due()  # {P0: 10} in flight
+    rt.process(messages(5, 10, seed=2))  # settled, not yet committed: {P0: 15}
+    rt._on_revoke(consumer, [TopicPartition("events", 0)])
+    assert consumer.commits[-1] == ({P0: 15}, False)
+    assert rt._pending == {} and rt._committing == {}
+    rt._on_commit(None, [TopicPartition("events", 0, 10)])  # the old answer arrives: nothing changes
+    assert rt._pending == {} and rt._committing == {}
+
+
+def test_shutdown_commits_what_is_in_flight_synchronously():
+    rt, sink, consumer = runtime()
+    sink.acknowledged = True
+    rt.process(messages(10, 0, seed=1))
+    interval_passes(rt)
+    rt._settle_if_due()
+    rt.consumer.close = lambda: None
+    rt._close()
+    assert consumer.commits[-1] == ({P0: 10}, False)
+
+
+def test_without_an_interval_every_batch_waits_and_commits_synchronously():
+    rt, sink, consumer = runtime(interval_ms=0)
+    rt.process(messages(10, 0, seed=1))
+    assert sink.flushes == 1 and consumer.commits == [({P0: 10}, False)]
