@@ -76,11 +76,12 @@ def request_features(cols: Columns) -> np.ndarray:
     boroughs, airports = borough_codes(), airport_flags()
     service = np.asarray(cols["service"])
     green = service if service.dtype == np.bool_ else service == "green"
-    return np.column_stack([
-        np.asarray(cols["trip_distance_mi"], dtype=np.float64), pu, do, boroughs[pu], boroughs[do],
-        airports[pu], airports[do], pu == do, hour, weekday,
-        cols["passenger_count"], cols["payment_type"], green,
-    ]).astype(np.float64)
+    columns = (cols["trip_distance_mi"], pu, do, boroughs[pu], boroughs[do], airports[pu], airports[do],
+               pu == do, hour, weekday, cols["passenger_count"], cols["payment_type"], green)
+    X = np.empty((len(pu), len(REQUEST_FEATURES)))  # filled in place: column_stack + astype copied twice
+    for i, column in enumerate(columns):
+        X[:, i] = column
+    return X
 
 
 def progress_features(cols: Columns) -> np.ndarray:

@@ -8,7 +8,7 @@ import time
 
 from confluent_kafka import KafkaError, TopicPartition
 
-from consumers.runtime import OVERDUE_INTERVALS, Runtime
+from consumers.runtime import LAG_EVERY_S, OVERDUE_INTERVALS, Runtime
 from consumers.services import TIP
 from shared.artifacts import load_model
 from shared.settings import Settings
@@ -124,3 +124,18 @@ def test_without_an_interval_every_batch_waits_and_commits_synchronously():
     rt, sink, consumer = runtime(interval_ms=0)
     rt.process(messages(10, 0, seed=1))
     assert sink.flushes == 1 and consumer.commits == [({P0: 10}, False)]
+
+
+def test_the_lag_gauge_is_refreshed_at_most_every_half_second_and_when_the_stream_goes_quiet():
+    rt, sink, consumer = runtime()
+    sink.acknowledged = True
+    lag = rt.metrics.lag_of(0)
+    rt.process(messages(10, 0, seed=1))
+    assert lag._value.get() == 10**6 - 10  # the IdleConsumer's end offset is 10**6
+    rt.process(messages(10, 10, seed=2))
+    assert lag._value.get() == 10**6 - 10  # within LAG_EVERY_S of the last refresh
+    rt._quiet()
+    assert lag._value.get() == 10**6 - 20
+    rt._lag_at = time.monotonic() - LAG_EVERY_S
+    rt.process(messages(10, 20, seed=3))
+    assert lag._value.get() == 10**6 - 30
