@@ -2,9 +2,10 @@
 
 scikit-learn's ``HistGradientBoostingRegressor.predict`` walks its trees one Python call at a time:
 a few milliseconds per call even for one row, and the request-time ensembles hold over a thousand
-trees. treelite imports each fitted booster and tl2cgen compiles it to a shared library (gcc), so
-one call scores a whole batch in C. What sits around the boosters — the zone-pace step, the
-log-target inverse, the ensemble's mean — stays numpy.
+trees. treelite imports each fitted booster, tl2cgen generates its trees as C, and gcc compiles
+them with a loop of ours (:data:`_ROWS_SOURCE`) to a shared library, so one call scores a whole
+batch in C. What sits around the boosters — the zone-pace step, the log-target inverse, the
+ensemble's mean — stays numpy.
 
 Compiled trees run without the GIL: :func:`meanwhile` lets the caller's thread do Python work
 (the runtime produces the previous batch) while they run.
@@ -163,7 +164,7 @@ def _library(booster: HistGradientBoostingRegressor, cache: Path, threads: int) 
     rows_of.restype = None
     tables = (categorical.ctypes.data, known.ctypes.data, known.shape[1])
 
-    def run(X: np.ndarray) -> np.ndarray:
+    def run(X: np.ndarray, _tables_alive: tuple = (categorical, known)) -> np.ndarray:
         out = np.empty(len(X))
         rows_of(X.ctypes.data, len(X), *tables, out.ctypes.data)
         return out
@@ -176,7 +177,6 @@ def _library(booster: HistGradientBoostingRegressor, cache: Path, threads: int) 
             return _beside_spare_task(lambda: _in_parts(run, X, threads))
         return _beside_spare_task(lambda: run(X))
 
-    predict.tables = (categorical, known)  # type: ignore[attr-defined]  # alive as long as predict
     return predict
 
 
