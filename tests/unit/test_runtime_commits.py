@@ -51,6 +51,13 @@ def interval_passes(rt: Runtime) -> None:
     rt._last_commit = time.monotonic() - 1.0
 
 
+def scored_and_committed(rt: Runtime, n: int, first_offset: int, seed: int) -> None:
+    """A batch scored (its output acknowledged) and its offsets' commit sent, not yet answered."""
+    rt.process(messages(n, first_offset, seed=seed))
+    interval_passes(rt)
+    rt._settle_if_due()
+
+
 def test_a_batch_settles_when_acknowledged_without_waiting_and_commits_asynchronously():
     rt, sink, consumer = runtime()
     rt.process(messages(10, 0, seed=1))
@@ -78,12 +85,8 @@ def test_output_unacknowledged_for_too_long_is_waited_for():
 def test_a_failed_commit_is_retried_unless_a_later_one_covers_it():
     rt, sink, consumer = runtime()
     sink.acknowledged = True
-    rt.process(messages(10, 0, seed=1))
-    interval_passes(rt)
-    rt._settle_if_due()
-    rt.process(messages(10, 10, seed=2))
-    interval_passes(rt)
-    rt._settle_if_due()
+    scored_and_committed(rt, 10, 0, seed=1)
+    scored_and_committed(rt, 10, 10, seed=2)
     assert [c for c, _ in consumer.commits] == [{P0: 10}, {P0: 20}]
     failed = KafkaError(KafkaError.REQUEST_TIMED_OUT)
     rt._on_commit(failed, [TopicPartition("events", 0, 10)])  # superseded: the commit of 20 is in flight
@@ -98,9 +101,7 @@ def test_a_failed_commit_is_retried_unless_a_later_one_covers_it():
 def test_a_revoked_partition_is_committed_synchronously_with_its_commit_in_flight():
     rt, sink, consumer = runtime()
     sink.acknowledged = True
-    rt.process(messages(10, 0, seed=1))
-    interval_passes(rt)
-    rt._settle_if_due()  # {P0: 10} in flight
+    scored_and_committed(rt, 10, 0, seed=1)  # {P0: 10} in flight
     rt.process(messages(5, 10, seed=2))  # settled, not yet committed: {P0: 15}
     rt._on_revoke(consumer, [TopicPartition("events", 0)])
     assert consumer.commits[-1] == ({P0: 15}, False)
@@ -112,9 +113,7 @@ def test_a_revoked_partition_is_committed_synchronously_with_its_commit_in_fligh
 def test_shutdown_commits_what_is_in_flight_synchronously():
     rt, sink, consumer = runtime()
     sink.acknowledged = True
-    rt.process(messages(10, 0, seed=1))
-    interval_passes(rt)
-    rt._settle_if_due()
+    scored_and_committed(rt, 10, 0, seed=1)
     rt.consumer.close = lambda: None
     rt._close()
     assert consumer.commits[-1] == ({P0: 10}, False)
