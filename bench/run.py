@@ -56,12 +56,6 @@ class BenchResult:
     replay: list[Measure] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
-    def latency_summary(self, floor: bool = False) -> dict[str, dict[str, float]]:
-        """Median p50/p95/p99 per offered rate: the service's, or with ``floor`` the echo's."""
-        measured = self.latency_floor if floor else self.latency
-        return {rate: {q: statistics.median(getattr(x, q) for x in runs) for q in ("p50_ms", "p95_ms", "p99_ms")}
-                for rate, runs in measured.items()}
-
     def processes_summary(self) -> dict[str, float]:
         out = {n: statistics.median(m.per_s for m in runs) for n, runs in self.processes.items()}
         if "1" in out and "2" in out and out["1"]:
@@ -98,9 +92,9 @@ class BenchResult:
             "spread_events_per_s": {loop: [round(x, 1) for x in self.spread(loop)] for loop in self.measured},
             "runs": {loop: [{"events": m.events, "seconds": round(m.seconds, 4)} for m in ms] for loop, ms in self.runs.items()},
             "ratios": {k: round(v, 3) for k, v in self.ratios().items()},
-            "latency_ms": self.latency_summary(),
+            "latency_ms": median_latency(self.latency),
             "latency_runs": {r: [x.__dict__ for x in runs] for r, runs in self.latency.items()},
-            "latency_floor_ms": self.latency_summary(floor=True),
+            "latency_floor_ms": median_latency(self.latency_floor),
             "latency_floor_runs": {r: [x.__dict__ for x in runs] for r, runs in self.latency_floor.items()},
             "processes_events_per_s": self.processes_summary(),
             "processes_runs": {n: [round(m.per_s, 1) for m in runs] for n, runs in self.processes.items()},
@@ -117,6 +111,12 @@ def machine() -> dict[str, Any]:
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     return {"cores": os.cpu_count(), "memory_gib": mem_gib, "cpu": cpu, "python": platform.python_version(),
             "system": platform.platform()}
+
+
+def median_latency(by_rate: dict[str, list[Latency]]) -> dict[str, dict[str, float]]:
+    """Median p50/p95/p99 of the rounds, per offered rate."""
+    return {rate: {q: statistics.median(getattr(x, q) for x in runs) for q in ("p50_ms", "p95_ms", "p99_ms")}
+            for rate, runs in by_rate.items()}
 
 
 def bench_topics(settings: Settings) -> set[str]:
@@ -215,8 +215,8 @@ def markdown(result: BenchResult) -> str:
         lines += ["", "End-to-end latency, event produced → prediction produced (one tip process, median of runs), "
                       "and the same for `bench.echo`, which moves the bytes without decoding or model (the floor):", "",
                   "| offered events/s | p50 ms | p95 ms | p99 ms | echo p50 / p95 / p99 ms |", "|---|---|---|---|---|"]
-        floor = result.latency_summary(floor=True)
-        for rate, q in result.latency_summary().items():
+        floor = median_latency(result.latency_floor)
+        for rate, q in median_latency(result.latency).items():
             f = floor.get(rate)
             echo = f"{f['p50_ms']:.1f} / {f['p95_ms']:.1f} / {f['p99_ms']:.1f}" if f else "—"
             lines.append(f"| {rate} | {q['p50_ms']:.1f} | {q['p95_ms']:.1f} | {q['p99_ms']:.1f} | {echo} |")

@@ -137,7 +137,7 @@ class Runtime:
         self._deferred: ScoredBatch | None = None  # scored, produced with the next batch's trees
         self._positions: dict[tuple[str, int], int] = {}  # next offset to read, for the lag gauge
         self._lag_at = 0.0
-        self._positions_at = 0.0
+        self._lag_stale = False  # positions moved since the gauge was last computed
         self.totals = BatchResult()
         for name in spec.model_names:
             self.metrics.model_info.labels(spec.name, name, models[name].version).set(1)
@@ -206,7 +206,7 @@ class Runtime:
     def _quiet(self) -> None:
         """Nothing arrived for a whole wait: settle, and show the lag as it now is."""
         self._settle_if_due()
-        if self._lag_at < self._positions_at:
+        if self._lag_stale:
             self._update_lag()
 
     def _within_bounds(self, msgs: list[Message], remaining: dict[tuple[str, int], int]) -> list[Message]:
@@ -266,7 +266,7 @@ class Runtime:
         else:
             self._emit(batch)
         self._positions.update(batch.next_offsets)
-        self._positions_at = received
+        self._lag_stale = True
         if received - self._lag_at >= LAG_EVERY_S:
             self._update_lag()
         self._settle_if_due()
@@ -429,7 +429,7 @@ class Runtime:
                 offsets.pop((p.topic, p.partition), None)
 
     def _update_lag(self) -> None:
-        self._lag_at = time.monotonic()
+        self._lag_at, self._lag_stale = time.monotonic(), False
         for (topic, partition), offset in self._positions.items():
             try:
                 _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)

@@ -8,8 +8,8 @@ and one-line ``message`` are what the DLQ headers carry.
 
 from __future__ import annotations
 
-from datetime import timezone
 from collections.abc import Sequence
+from datetime import timezone
 from typing import Any
 
 import orjson
