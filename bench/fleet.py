@@ -27,10 +27,10 @@ from consumers.replay import plan, replay
 from consumers.services import TIP
 from consumers.sinks import FileSink
 from shared.artifacts import load_model
-from shared.codec import encode_dict
+from shared.contract.codec import encode_dict
+from shared.contract.topics import create_topics
 from shared.kafka import make_admin, make_consumer, make_producer, produce
 from shared.settings import Settings
-from shared.topics import create_topics
 
 RIDESTREAM = [sys.executable, "-m", "ridestream.cli"]
 

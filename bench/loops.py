@@ -13,8 +13,8 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import numpy as np
 from confluent_kafka import Producer, TopicPartition
@@ -23,8 +23,8 @@ from consumers.runtime import Runtime
 from consumers.services import TIP
 from shared import simulator
 from shared.artifacts import Model
-from shared.codec import decode_event, encode_dict
-from shared.events import prediction_record
+from shared.contract.codec import decode_event, encode_dict
+from shared.contract.events import prediction_record
 from shared.kafka import flush_all, make_consumer, make_producer, produce
 from shared.settings import Settings
 from shared.tlc import sample_trips

@@ -14,9 +14,9 @@ from importlib.metadata import version
 from pathlib import Path
 
 from bench.loops import Measure
-from shared.settings import Settings
-from shared.topics import TopicSpec, create_topics
+from shared.contract.topics import TopicSpec, create_topics
 from shared.kafka import make_admin
+from shared.settings import Settings
 
 QUIXSTREAMS = "quixstreams==3.28.1"
 SHARED_PINS = ("scikit-learn", "scipy", "numpy", "pandas", "joblib", "orjson", "msgspec")

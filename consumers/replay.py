@@ -16,8 +16,8 @@ from consumers.runtime import BatchResult, Runtime
 from consumers.scoring import ServiceSpec
 from consumers.sinks import Sink
 from shared.artifacts import Model
+from shared.contract.predictions import Predictions
 from shared.kafka import make_consumer
-from shared.predictions import Predictions
 from shared.settings import Settings
 
 ACTUAL = {"duration": lambda c: c.duration_min, "tip": lambda c: c.tip_amount,

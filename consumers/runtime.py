@@ -35,10 +35,10 @@ from consumers.metrics import ServiceMetrics
 from consumers.scoring import RideMemory, ServiceSpec, by_event_type, score_groups
 from consumers.sinks import KafkaSink, Sink
 from shared.artifacts import Model
-from shared.codec import InvalidMessage, read_event, read_events
 from shared.compiled import meanwhile
+from shared.contract.codec import InvalidMessage, read_event, read_events
+from shared.contract.predictions import Predictions
 from shared.kafka import consume_ready, make_consumer
-from shared.predictions import Predictions
 from shared.settings import Settings
 
 log = logging.getLogger("ridestream.runtime")

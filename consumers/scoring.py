@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from shared.artifacts import Model
-from shared.events import UNITS
-from shared.predictions import PredictionColumns, Predictions
-from shared.topics import Service
+from shared.contract.events import UNITS
+from shared.contract.predictions import PredictionColumns, Predictions
+from shared.contract.topics import Service
 
 Answer = tuple[np.ndarray, np.ndarray | None]  # values, remaining minutes (or None)
 

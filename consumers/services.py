@@ -11,8 +11,8 @@ import numpy as np
 
 from consumers.scoring import Answer, RideMemory, Rule, ServiceSpec
 from shared.artifacts import Model, load_model, resolve
+from shared.contract.topics import Service
 from shared.errors import RidestreamError
-from shared.topics import Service
 
 
 def _initial_estimate(model: Model, events: Sequence[Any], memory: RideMemory) -> Answer:

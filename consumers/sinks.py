@@ -1,6 +1,6 @@
 """Where the runtime's output goes: Kafka topics (live, or a backfill topic) or a file (replay).
 
-The runtime calls ``emit`` with each batch's predictions (:class:`shared.predictions.Predictions`)
+The runtime calls ``emit`` with each batch's predictions (:class:`shared.contract.predictions.Predictions`)
 and ``dead_letter`` for each bad message; then ``settled``, which says without waiting whether
 everything so far is durable (None while not) and how many writes failed, or ``flush``, which
 waits for it.
@@ -18,8 +18,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from confluent_kafka import KafkaError, Message
 
+from shared.contract.predictions import PredictionColumns, Predictions
 from shared.kafka import flush_all, make_producer, produce
-from shared.predictions import PredictionColumns, Predictions
 from shared.settings import Settings
 
 FILE_FORMATS = (".parquet", ".csv", ".jsonl")

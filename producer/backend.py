@@ -14,8 +14,8 @@ import numpy as np
 
 from producer.sources import Chunk
 from shared.artifacts import Model
-from shared.codec import encode_dict
-from shared.events import prediction_record
+from shared.contract.codec import encode_dict
+from shared.contract.events import prediction_record
 from shared.features import request_columns
 from shared.kafka import flush_all, make_producer, produce
 from shared.settings import Settings

@@ -10,9 +10,9 @@ import typer
 from consumers.runtime import Runtime
 from consumers.services import SERVICE_SPECS, pick_models
 from ridestream.console import err
+from shared.contract.topics import SERVICES
 from shared.kafka import make_admin, require_topics
 from shared.settings import load_settings
-from shared.topics import SERVICES
 
 
 def consume(

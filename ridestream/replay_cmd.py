@@ -14,9 +14,9 @@ from consumers.replay import replay as run_replay
 from consumers.services import SERVICE_SPECS, pick_models
 from consumers.sinks import FileSink, KafkaSink
 from ridestream.console import err, out
+from shared.contract.topics import SERVICES, TopicSpec, create_topics
 from shared.kafka import make_admin, require_topics
 from shared.settings import load_settings
-from shared.topics import SERVICES, TopicSpec, create_topics
 
 
 def replay(

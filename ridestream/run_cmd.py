@@ -18,9 +18,9 @@ from rich.table import Table
 
 from ridestream.broker_cmd import ensure_local_broker
 from ridestream.console import out
+from shared.contract.topics import SERVICES, create_topics
 from shared.kafka import ensure_reachable, make_admin, make_consumer
 from shared.settings import Settings, load_settings
-from shared.topics import SERVICES, create_topics
 
 RIDESTREAM = [sys.executable, "-m", "ridestream.cli"]
 

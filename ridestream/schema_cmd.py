@@ -9,7 +9,7 @@ import typer
 from pydantic import TypeAdapter
 
 from ridestream.console import out
-from shared.events import Prediction, RideEvent
+from shared.contract.events import Prediction, RideEvent
 from shared.settings import PROJECT_ROOT
 
 app = typer.Typer(help="The wire contract as JSON Schema.", no_args_is_help=True)

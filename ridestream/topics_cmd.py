@@ -6,9 +6,9 @@ import typer
 from rich.table import Table
 
 from ridestream.console import out
+from shared.contract.topics import create_topics, describe_topics
 from shared.kafka import ensure_reachable, make_admin
 from shared.settings import load_settings
-from shared.topics import create_topics, describe_topics
 
 app = typer.Typer(help="Create and describe the contract's topics.", no_args_is_help=True)
 

@@ -13,9 +13,9 @@ from rich.live import Live
 from rich.table import Table
 
 from ridestream.console import out
+from shared.contract.topics import SERVICES
 from shared.kafka import ensure_reachable, make_admin, make_consumer
 from shared.settings import load_settings
-from shared.topics import SERVICES
 
 
 @dataclass

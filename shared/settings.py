@@ -13,8 +13,8 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.contract.topics import SERVICES, Service, Topics, TopicSpec
 from shared.errors import ConfigError
-from shared.topics import SERVICES, Service, Topics, TopicSpec
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from shared.tlc import NYC_TZ, epoch_seconds, local_hour_weekday
 from shared import cost_model
+from shared.tlc import NYC_TZ, epoch_seconds, local_hour_weekday
 from shared.zones import JFK
 
 MINUTE_SPEED_SIGMA = 0.35  # minute-to-minute variation of speed within a ride (log scale)
@@ -202,7 +202,7 @@ def progress_at_fractions(distance: np.ndarray, duration_min: np.ndarray, fracti
 
 
 def lifecycle_events(rides: pd.DataFrame, prog: pd.DataFrame, id_prefix: str = "sim") -> list[dict]:
-    """The rides as contract events (plain dicts, ready for :func:`shared.codec.encode_dict`), in
+    """The rides as contract events (plain dicts, ready for :func:`shared.contract.codec.encode_dict`), in
     event-time order: ``ride_requested`` → ``ride_started`` → ``ride_progress``… →
     ``ride_completed`` with the actuals. ``initial_duration_min`` is left for the backend to stamp.
     """

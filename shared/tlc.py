@@ -11,13 +11,13 @@ import glob
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
-from zoneinfo import ZoneInfo
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
 
-from shared.events import RideCompleted, RideEvent, RideRequested, RideStarted
+from shared.contract.events import RideCompleted, RideEvent, RideRequested, RideStarted
 
 NYC_TZ = "America/New_York"  # TLC times are local wall-clock times
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from broker.local import LocalBroker, free_port
+from shared.contract.topics import create_topics
 from shared.kafka import make_admin
 from shared.settings import Settings
-from shared.topics import create_topics
 
 TEST_OUTPUT = Path(__file__).resolve().parent.parent / "test-output"
 

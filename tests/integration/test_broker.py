@@ -15,10 +15,10 @@ import pytest
 from confluent_kafka import TopicPartition
 
 from broker.local import LocalBroker, free_port
-from shared.codec import decode_event, encode
-from shared.events import RideCompleted, RideProgress, RideRequested, RideStarted
+from shared.contract.codec import decode_event, encode
+from shared.contract.events import RideCompleted, RideProgress, RideRequested, RideStarted
+from shared.contract.topics import TopicSpec, create_topics, describe_topics
 from shared.kafka import make_admin, make_consumer, make_producer
-from shared.topics import TopicSpec, create_topics, describe_topics
 
 RIDESTREAM = [sys.executable, "-m", "ridestream.cli"]
 T0 = "2019-03-01T08:15:00Z"

@@ -13,15 +13,15 @@ import pytest
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from broker.local import LocalBroker, free_port
 import consumers.runtime as runtime_module
+from broker.local import LocalBroker, free_port
 from consumers.runtime import Runtime
 from consumers.services import TIP
 from shared.artifacts import Model, load_model
-from shared.codec import decode_event
-from shared.events import Prediction
+from shared.contract.codec import decode_event
+from shared.contract.events import Prediction
+from shared.contract.topics import create_topics
 from shared.kafka import make_admin, make_consumer, make_producer
-from shared.topics import create_topics
 from tests.integration.fleet import Fleet, fleet_env, publish, read_all, values, wait_for
 
 

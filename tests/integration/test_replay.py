@@ -11,7 +11,7 @@ import pytest
 
 from consumers.offsets import group_offsets
 from consumers.sinks import read_predictions
-from shared.codec import encode_dict
+from shared.contract.codec import encode_dict
 from shared.kafka import make_consumer, make_producer
 from tests.integration.fleet import RIDESTREAM, Fleet, fleet_env, publish, read_all, values, wait_for
 

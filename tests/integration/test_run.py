@@ -25,7 +25,7 @@ def test_run_starts_the_backend_and_the_services_and_stops_cleanly(kafka):
 def test_watch_shows_a_rides_estimates_corrections_tip_and_cost(kafka):
     from datetime import datetime, timezone
 
-    from shared.codec import encode_dict
+    from shared.contract.codec import encode_dict
     from shared.kafka import make_producer
 
     kafka.create_contract_topics()

@@ -9,7 +9,7 @@ import numpy as np
 from producer.backend import Backend
 from producer.sources import simulated
 from shared.artifacts import load_model
-from shared.events import RideRequested
+from shared.contract.events import RideRequested
 from shared.settings import Settings
 
 

@@ -8,8 +8,8 @@ import math
 import orjson
 import pytest
 
-from shared.codec import InvalidMessage, decode_event, encode
-from shared.events import (
+from shared.contract.codec import InvalidMessage, decode_event, encode
+from shared.contract.events import (
     Prediction,
     RideCompleted,
     RideProgress,
@@ -137,7 +137,7 @@ def test_prediction_round_trip_and_deterministic_ids():
 def test_prediction_ids_are_uuid5():
     import uuid
 
-    from shared.events import _PREDICTION_NAMESPACE
+    from shared.contract.events import _PREDICTION_NAMESPACE
 
     for args in (("tip", "v1", "e-1"), ("duration.initial", "v61c22783c0", "sim-123-req"), ("cost", "é", "ü")):
         assert prediction_id(*args) == str(uuid.uuid5(_PREDICTION_NAMESPACE, "\x1f".join(args)))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from shared.artifacts import MODEL_NAMES, MODELS_DIR, ModelError, load_model, save_model
-from shared.events import RideProgress, RideRequested
+from shared.contract.events import RideProgress, RideRequested
 from shared.features import columns_from_events
 from training.data import load_dataset
 from training.evaluate import evaluate
@@ -65,8 +65,8 @@ def test_one_predict_call_per_batch(models):
 
 
 def test_columns_come_out_of_either_kind_of_event_with_missing_values_as_nan():
-    from shared import fast_events
-    from shared.codec import encode_dict
+    from shared.contract import fast_events
+    from shared.contract.codec import encode_dict
 
     contract = requests(3)
     contract[1] = contract[1].model_copy(update={"initial_duration_min": 12.5})

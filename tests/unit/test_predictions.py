@@ -7,9 +7,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from shared.codec import decode_event, encode_dict
-from shared.events import _PREDICTION_NAMESPACE, Prediction, prediction_id_bytes, prediction_ids
-from shared.predictions import PredictionColumns, Predictions
+from shared.contract.codec import decode_event, encode_dict
+from shared.contract.events import _PREDICTION_NAMESPACE, Prediction, prediction_id_bytes, prediction_ids
+from shared.contract.predictions import PredictionColumns, Predictions
 
 UTC = timezone.utc
 AWKWARD_IDS = ["r-1", 'quo"te', "back\\slash", 'a","b', "comma,", "tab\tnew\nline", "\x00\x1f", "üñí©ødé", "🚕",

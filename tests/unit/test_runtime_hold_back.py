@@ -9,7 +9,7 @@ from bench.loops import ride_requests
 from consumers.runtime import HOLD_BACK_FROM, Runtime
 from consumers.services import TIP
 from shared.artifacts import load_model
-from shared.codec import encode_dict
+from shared.contract.codec import encode_dict
 from shared.settings import Settings
 
 

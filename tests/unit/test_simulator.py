@@ -73,8 +73,8 @@ def test_a_million_rides_vectorized(cal):
 
 
 def test_rides_become_whole_contract_lifecycles_in_time_order(cal):
-    from shared.codec import decode_event, encode_dict
-    from shared.events import RideCompleted, RideProgress, RideRequested, RideStarted
+    from shared.contract.codec import decode_event, encode_dict
+    from shared.contract.events import RideCompleted, RideProgress, RideRequested, RideStarted
 
     rides = simulator.simulate(cal, 300, seed=7)
     prog = simulator.progress(rides, seed=7)

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 from broker.local import free_port
 from consumers.sinks import KafkaSink
-from shared.predictions import PredictionColumns, Predictions
+from shared.contract.predictions import PredictionColumns, Predictions
 from shared.settings import Settings
 
 

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from shared.codec import decode_event, encode
-from shared.events import RideCompleted, RideRequested, RideStarted
+from shared.contract.codec import decode_event, encode
+from shared.contract.events import RideCompleted, RideRequested, RideStarted
 from shared.tlc import SAMPLE_TRIPS, TRIP_COLUMNS, read_trip_file, trip_events
 
 

@@ -4,7 +4,7 @@ The hot path needs wire bytes, not dicts: :meth:`PredictionColumns.encoded` buil
 from columns that orjson encodes in one call each (strings escaped, floats and times formatted
 exactly as ``orjson.dumps`` of the record would), so a prediction costs one bytes-format instead
 of a dict, a per-record ``dumps`` and a per-record UUID. The bytes are identical to
-``shared.codec.encode_dict(record)`` — a test holds them to that. Contract dicts are built only
+``shared.contract.codec.encode_dict(record)`` — a test holds them to that. Contract dicts are built only
 when someone asks (replay to a table, evaluation, tests).
 """
 
@@ -18,8 +18,8 @@ from typing import Any
 
 import orjson
 
-from shared.events import SCHEMA_VERSION, UNITS, prediction_id_bytes, prediction_record
-from shared.topics import Service
+from shared.contract.events import SCHEMA_VERSION, UNITS, prediction_id_bytes, prediction_record
+from shared.contract.topics import Service
 
 _ORJSON_OPTS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
 def _json_items(values: Sequence[Any]) -> list[bytes]:

@@ -15,8 +15,8 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from shared import fast_events
-from shared.events import EVENT_TYPES, RideEvent, ride_event_adapter
+from shared.contract import fast_events
+from shared.contract.events import EVENT_TYPES, RideEvent, ride_event_adapter
 
 _ORJSON_OPTS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
 _MAX_MESSAGE_CHARS = 300
@@ -58,7 +58,7 @@ def decode_event(value: bytes | None) -> RideEvent:
 def read_event(value: bytes | None) -> RideEvent | fast_events.FastEvent:
     """What the services decode with: :func:`decode_event`'s verdict, faster.
 
-    msgspec tries first (:mod:`shared.fast_events`, several times faster); anything it refuses,
+    msgspec tries first (:mod:`shared.contract.fast_events`, several times faster); anything it refuses,
     and any time not in UTC, goes to the contract's own validator, which accepts it or raises
     :class:`InvalidMessage` with the same reason :func:`decode_event` gives. The event is then a
     msgspec struct or a pydantic model with the same fields; read them as attributes."""

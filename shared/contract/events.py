@@ -8,16 +8,16 @@ that adds an optional field does not break an older consumer.
 from __future__ import annotations
 
 import uuid
-from hashlib import sha1
-from datetime import datetime
 from collections.abc import Sequence
+from datetime import datetime
+from hashlib import sha1
 from typing import Annotated, Any, Literal, Union
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, GetPydanticSchema, TypeAdapter
 from pydantic_core import core_schema
 
-from shared.topics import Service
+from shared.contract.topics import Service
 
 SCHEMA_VERSION = 1
 
@@ -183,7 +183,7 @@ def prediction_record(service: Service, model_version: str, ride_id: str, event_
                       value: float, scored_at: Any, *, id_service: str | None = None,
                       remaining_min: float | None = None, initial: bool | None = None,
                       prediction_id_: str | None = None) -> dict[str, Any]:
-    """A prediction in contract shape, as a plain dict ready for :func:`shared.codec.encode_dict`
+    """A prediction in contract shape, as a plain dict ready for :func:`shared.contract.codec.encode_dict`
     (the hot paths skip building models). Optional fields appear only when given; ``id_service``
     keeps the backend's initial estimates from sharing ids with the duration service's;
     ``prediction_id_`` passes an id already computed with :func:`prediction_ids`."""

@@ -1,11 +1,11 @@
 """The ride events again, as msgspec structs: the services' fast path for decoding.
 
-The contract is the pydantic models in :mod:`shared.events`; these mirror them field for field
+The contract is the pydantic models in :mod:`shared.contract.events`; these mirror them field for field
 (a test holds them together) so that msgspec — several times faster than pydantic-core at
 turning bytes into validated objects — can do the common case. The rule that keeps the contract
 exact: what msgspec accepts, pydantic accepts too, with the same values; whatever msgspec refuses
 goes to pydantic, which accepts it (it is more lenient in a few corners, e.g. ``"schema_version":
-1.0``) or says why not, for the DLQ (:func:`shared.codec.read_event`).
+1.0``) or says why not, for the DLQ (:func:`shared.contract.codec.read_event`).
 
 Where they would differ, this side is stricter: a time must carry seconds, numbers must not be
 floats where ints are due. One known difference in value: a time with more than six fractional
@@ -21,7 +21,7 @@ from typing import Annotated, ClassVar, Literal, Union
 import msgspec
 from msgspec import Meta, Struct
 
-from shared.events import SCHEMA_VERSION
+from shared.contract.events import SCHEMA_VERSION
 
 Zone = Annotated[int, Meta(ge=1, le=265)]
 NonNegative = Annotated[float, Meta(ge=0)]  # finite: msgspec refuses 1e999 ("out of range"), as pydantic does
