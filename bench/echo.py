@@ -1,6 +1,6 @@
 """The latency floor: a separate process that moves each event to another topic as it comes —
 the same bytes, no decoding, no model — with the service's client settings and its way of taking
-batches (:func:`shared.kafka.consume_ready`). Its latency, beside the service's in the same run,
+batches (:func:`shared.kafka.clients.consume_ready`). Its latency, beside the service's in the same run,
 is what the broker, the clients and the machine cost by themselves.
 
 Run as ``python -m bench.echo SOURCE SINK`` with the service's environment; SIGTERM stops it.
@@ -15,8 +15,8 @@ import time
 
 from confluent_kafka import TopicPartition
 
-from shared.kafka import consume_ready, flush_all, make_consumer, make_producer, produce
-from shared.settings import load_settings
+from shared.kafka.clients import consume_ready, flush_all, make_consumer, make_producer, produce
+from shared.kafka.settings import load_settings
 
 
 def echo(source: str, sink: str, stop: threading.Event) -> int:

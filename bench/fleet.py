@@ -29,8 +29,8 @@ from consumers.sinks import FileSink
 from shared.artifacts import load_model
 from shared.contract.codec import encode_dict
 from shared.contract.topics import create_topics
-from shared.kafka import make_admin, make_consumer, make_producer, produce
-from shared.settings import Settings
+from shared.kafka.clients import make_admin, make_consumer, make_producer, produce
+from shared.kafka.settings import Settings
 
 RIDESTREAM = [sys.executable, "-m", "ridestream.cli"]
 

@@ -25,8 +25,8 @@ from shared import simulator
 from shared.artifacts import Model
 from shared.contract.codec import decode_event, encode_dict
 from shared.contract.events import prediction_record
-from shared.kafka import flush_all, make_consumer, make_producer, produce
-from shared.settings import Settings
+from shared.kafka.clients import flush_all, make_consumer, make_producer, produce
+from shared.kafka.settings import Settings
 from shared.tlc import sample_trips
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from bench.loops import Measure
 from shared.contract.topics import TopicSpec, create_topics
-from shared.kafka import make_admin
-from shared.settings import Settings
+from shared.kafka.clients import make_admin
+from shared.kafka.settings import Settings
 
 QUIXSTREAMS = "quixstreams==3.28.1"
 SHARED_PINS = ("scikit-learn", "scipy", "numpy", "pandas", "joblib", "orjson", "msgspec")

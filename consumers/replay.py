@@ -17,8 +17,8 @@ from consumers.scoring import ServiceSpec
 from consumers.sinks import Sink
 from shared.artifacts import Model
 from shared.contract.predictions import Predictions
-from shared.kafka import make_consumer
-from shared.settings import Settings
+from shared.kafka.clients import make_consumer
+from shared.kafka.settings import Settings
 
 ACTUAL = {"duration": lambda c: c.duration_min, "tip": lambda c: c.tip_amount,
           "cost": lambda c: round(c.total_amount - c.tip_amount, 2)}

@@ -38,8 +38,8 @@ from shared.artifacts import Model
 from shared.compiled import meanwhile
 from shared.contract.codec import InvalidMessage, read_event, read_events
 from shared.contract.predictions import Predictions
-from shared.kafka import consume_ready, make_consumer
-from shared.settings import Settings
+from shared.kafka.clients import consume_ready, make_consumer
+from shared.kafka.settings import Settings
 
 log = logging.getLogger("ridestream.runtime")
 
@@ -194,7 +194,7 @@ class Runtime:
         return self.totals
 
     def _next_batch(self) -> list[Message]:
-        """:func:`shared.kafka.consume_ready`: what has been fetched, at once; if nothing has, the
+        """:func:`shared.kafka.clients.consume_ready`: what has been fetched, at once; if nothing has, the
         held-back batch goes out and offsets settle before waiting for the next message."""
         return consume_ready(self.consumer, self.settings.batch_size, self.settings.batch_max_wait_ms / 1000,
                              when_idle=self._idle)

@@ -19,8 +19,8 @@ import pyarrow.parquet as pq
 from confluent_kafka import KafkaError, Message
 
 from shared.contract.predictions import PredictionColumns, Predictions
-from shared.kafka import flush_all, make_producer, produce
-from shared.settings import Settings
+from shared.kafka.clients import flush_all, make_producer, produce
+from shared.kafka.settings import Settings
 
 FILE_FORMATS = (".parquet", ".csv", ".jsonl")
 

@@ -17,8 +17,8 @@ from shared.artifacts import Model
 from shared.contract.codec import encode_dict
 from shared.contract.events import prediction_record
 from shared.features import request_columns
-from shared.kafka import flush_all, make_producer, produce
-from shared.settings import Settings
+from shared.kafka.clients import flush_all, make_producer, produce
+from shared.kafka.settings import Settings
 
 INITIAL_SERVICE_ID = "duration.initial"  # prediction ids of the backend's estimates differ from the service's
 

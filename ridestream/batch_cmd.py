@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from consumers.batch import score_batch_files
 from consumers.report import load_results, render
 from ridestream.console import out
-from shared.settings import load_settings
+from shared.kafka.settings import load_settings
 
 
 def _default_url() -> str:

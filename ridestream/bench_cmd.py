@@ -9,11 +9,12 @@ import typer
 from rich.markdown import Markdown
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from bench.run import BenchConfig, markdown, run as run_bench, write
+from bench.run import BenchConfig, markdown, write
+from bench.run import run as run_bench
 from ridestream.broker_cmd import ensure_local_broker
 from ridestream.console import out
-from shared.kafka import ensure_reachable, make_admin
-from shared.settings import load_settings
+from shared.kafka.clients import ensure_reachable, make_admin
+from shared.kafka.settings import load_settings
 
 
 def bench(

@@ -8,7 +8,7 @@ import typer
 
 from broker.local import LocalBroker, fetch_jars
 from ridestream.console import out
-from shared.settings import Settings, load_settings
+from shared.kafka.settings import Settings, load_settings
 
 app = typer.Typer(help="Run a local single-node Apache Kafka (KRaft) broker.", no_args_is_help=True)
 

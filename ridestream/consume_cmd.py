@@ -11,8 +11,8 @@ from consumers.runtime import Runtime
 from consumers.services import SERVICE_SPECS, pick_models
 from ridestream.console import err
 from shared.contract.topics import SERVICES
-from shared.kafka import make_admin, require_topics
-from shared.settings import load_settings
+from shared.kafka.clients import make_admin, require_topics
+from shared.kafka.settings import load_settings
 
 
 def consume(

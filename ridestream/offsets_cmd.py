@@ -8,8 +8,8 @@ from rich.table import Table
 from consumers.offsets import group_offsets, parse_position, reset_group
 from ridestream.console import out
 from shared.errors import RidestreamError
-from shared.kafka import make_admin, make_consumer, require_topics
-from shared.settings import load_settings
+from shared.kafka.clients import make_admin, make_consumer, require_topics
+from shared.kafka.settings import load_settings
 
 app = typer.Typer(help="Show or reset a consumer group's offsets.", no_args_is_help=True)
 

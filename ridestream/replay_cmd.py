@@ -15,8 +15,8 @@ from consumers.services import SERVICE_SPECS, pick_models
 from consumers.sinks import FileSink, KafkaSink
 from ridestream.console import err, out
 from shared.contract.topics import SERVICES, TopicSpec, create_topics
-from shared.kafka import make_admin, require_topics
-from shared.settings import load_settings
+from shared.kafka.clients import make_admin, require_topics
+from shared.kafka.settings import load_settings
 
 
 def replay(

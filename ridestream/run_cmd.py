@@ -19,8 +19,8 @@ from rich.table import Table
 from ridestream.broker_cmd import ensure_local_broker
 from ridestream.console import out
 from shared.contract.topics import SERVICES, create_topics
-from shared.kafka import ensure_reachable, make_admin, make_consumer
-from shared.settings import Settings, load_settings
+from shared.kafka.clients import ensure_reachable, make_admin, make_consumer
+from shared.kafka.settings import Settings, load_settings
 
 RIDESTREAM = [sys.executable, "-m", "ridestream.cli"]
 

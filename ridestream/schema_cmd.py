@@ -9,8 +9,8 @@ import typer
 from pydantic import TypeAdapter
 
 from ridestream.console import out
+from shared import PROJECT_ROOT
 from shared.contract.events import Prediction, RideEvent
-from shared.settings import PROJECT_ROOT
 
 app = typer.Typer(help="The wire contract as JSON Schema.", no_args_is_help=True)
 SCHEMA_DIR = PROJECT_ROOT / "schemas"

@@ -7,8 +7,8 @@ from rich.table import Table
 
 from ridestream.console import out
 from shared.contract.topics import create_topics, describe_topics
-from shared.kafka import ensure_reachable, make_admin
-from shared.settings import load_settings
+from shared.kafka.clients import ensure_reachable, make_admin
+from shared.kafka.settings import load_settings
 
 app = typer.Typer(help="Create and describe the contract's topics.", no_args_is_help=True)
 

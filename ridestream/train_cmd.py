@@ -9,12 +9,13 @@ from rich.markdown import Markdown
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ridestream.console import out
+from shared import PROJECT_ROOT
 from shared.artifacts import MODEL_NAMES, MODELS_DIR, load_model
-from shared.settings import PROJECT_ROOT
 from training.data import load_dataset
 from training.evaluate import evaluate as evaluate_models
 from training.evaluate import write_report
-from training.train import TrainConfig, train as train_models
+from training.train import TrainConfig
+from training.train import train as train_models
 
 REPORTS_DIR = PROJECT_ROOT / "reports"
 _STEPS = 7

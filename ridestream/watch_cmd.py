@@ -14,8 +14,8 @@ from rich.table import Table
 
 from ridestream.console import out
 from shared.contract.topics import SERVICES
-from shared.kafka import ensure_reachable, make_admin, make_consumer
-from shared.settings import load_settings
+from shared.kafka.clients import ensure_reachable, make_admin, make_consumer
+from shared.kafka.settings import load_settings
 
 
 @dataclass

@@ -17,7 +17,7 @@ import joblib
 import numpy as np
 import sklearn
 
-from shared import simulator
+from shared import PROJECT_ROOT, simulator
 from shared.compiled import Predict, verified
 from shared.errors import RidestreamError
 from shared.features import (
@@ -31,7 +31,6 @@ from shared.features import (
     request_columns,
     request_features,
 )
-from shared.settings import PROJECT_ROOT
 from shared.tlc import sample_trips
 
 MODELS_DIR = PROJECT_ROOT / "models"

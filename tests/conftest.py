@@ -21,8 +21,8 @@ import pytest
 
 from broker.local import LocalBroker, free_port
 from shared.contract.topics import create_topics
-from shared.kafka import make_admin
-from shared.settings import Settings
+from shared.kafka.clients import make_admin
+from shared.kafka.settings import Settings
 
 TEST_OUTPUT = Path(__file__).resolve().parent.parent / "test-output"
 

@@ -16,8 +16,8 @@ from confluent_kafka import TopicPartition
 from producer.backend import Backend
 from producer.sources import simulated
 from shared.artifacts import load_model
-from shared.kafka import make_consumer
-from shared.settings import Settings
+from shared.kafka.clients import make_consumer
+from shared.kafka.settings import Settings
 
 RIDESTREAM = [sys.executable, "-m", "ridestream.cli"]
 

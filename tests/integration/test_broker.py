@@ -18,7 +18,7 @@ from broker.local import LocalBroker, free_port
 from shared.contract.codec import decode_event, encode
 from shared.contract.events import RideCompleted, RideProgress, RideRequested, RideStarted
 from shared.contract.topics import TopicSpec, create_topics, describe_topics
-from shared.kafka import make_admin, make_consumer, make_producer
+from shared.kafka.clients import make_admin, make_consumer, make_producer
 
 RIDESTREAM = [sys.executable, "-m", "ridestream.cli"]
 T0 = "2019-03-01T08:15:00Z"

@@ -21,7 +21,7 @@ from shared.artifacts import Model, load_model
 from shared.contract.codec import decode_event
 from shared.contract.events import Prediction
 from shared.contract.topics import create_topics
-from shared.kafka import make_admin, make_consumer, make_producer
+from shared.kafka.clients import make_admin, make_consumer, make_producer
 from tests.integration.fleet import Fleet, fleet_env, publish, read_all, values, wait_for
 
 

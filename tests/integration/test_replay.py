@@ -12,7 +12,7 @@ import pytest
 from consumers.offsets import group_offsets
 from consumers.sinks import read_predictions
 from shared.contract.codec import encode_dict
-from shared.kafka import make_consumer, make_producer
+from shared.kafka.clients import make_consumer, make_producer
 from tests.integration.fleet import RIDESTREAM, Fleet, fleet_env, publish, read_all, values, wait_for
 
 T0 = datetime(2019, 3, 5, 13, 0, tzinfo=timezone.utc)

@@ -26,7 +26,7 @@ def test_watch_shows_a_rides_estimates_corrections_tip_and_cost(kafka):
     from datetime import datetime, timezone
 
     from shared.contract.codec import encode_dict
-    from shared.kafka import make_producer
+    from shared.kafka.clients import make_producer
 
     kafka.create_contract_topics()
     t = datetime(2026, 11, 24, 8, 0, tzinfo=timezone.utc)

@@ -10,7 +10,7 @@ from producer.backend import Backend
 from producer.sources import simulated
 from shared.artifacts import load_model
 from shared.contract.events import RideRequested
-from shared.settings import Settings
+from shared.kafka.settings import Settings
 
 
 def test_a_live_chunk_is_estimated_for_the_time_it_is_sent():

@@ -11,7 +11,7 @@ import pytest
 
 from shared import compiled
 from shared.artifacts import MODEL_NAMES, load_model, probe_features
-from shared.settings import Settings
+from shared.kafka.settings import Settings
 
 
 @pytest.fixture(scope="module")

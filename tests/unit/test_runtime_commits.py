@@ -11,7 +11,7 @@ from confluent_kafka import KafkaError, TopicPartition
 from consumers.runtime import LAG_EVERY_S, OVERDUE_INTERVALS, Runtime
 from consumers.services import TIP
 from shared.artifacts import load_model
-from shared.settings import Settings
+from shared.kafka.settings import Settings
 from tests.unit.test_runtime_hold_back import IdleConsumer, Recording, messages
 
 P0 = ("events", 0)

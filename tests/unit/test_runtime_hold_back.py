@@ -10,7 +10,7 @@ from consumers.runtime import HOLD_BACK_FROM, Runtime
 from consumers.services import TIP
 from shared.artifacts import load_model
 from shared.contract.codec import encode_dict
-from shared.settings import Settings
+from shared.kafka.settings import Settings
 
 
 class Recording:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shared.errors import ConfigError
-from shared.settings import Settings, load_settings
+from shared.kafka.settings import Settings, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -88,7 +88,7 @@ def test_keyword_arguments_override_the_environment(monkeypatch):
 
 
 def test_kafka_extra_tunes_the_producer_but_cannot_weaken_its_guarantees(monkeypatch):
-    from shared.kafka import PRODUCER_TUNING, producer_config
+    from shared.kafka.clients import PRODUCER_TUNING, producer_config
 
     assert producer_config(Settings())["linger.ms"] == PRODUCER_TUNING["linger.ms"]
     monkeypatch.setenv("RIDESTREAM_KAFKA_EXTRA", '{"linger.ms": "0", "compression.type": "zstd", "acks": "1", '

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from broker.local import free_port
 from consumers.sinks import KafkaSink
 from shared.contract.predictions import PredictionColumns, Predictions
-from shared.settings import Settings
+from shared.kafka.settings import Settings
 
 
 def test_deliveries_that_never_reach_a_broker_are_counted_as_failed():

@@ -13,10 +13,9 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared import PROJECT_ROOT
 from shared.contract.topics import SERVICES, Service, Topics, TopicSpec
 from shared.errors import ConfigError
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 class Settings(BaseSettings):

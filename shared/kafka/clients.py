@@ -1,5 +1,5 @@
 """The one Kafka client factory: every producer, consumer and admin client is made here from
-:class:`~shared.settings.Settings`, so security, client ids and defaults live in one place."""
+:class:`~shared.kafka.settings.Settings`, so security, client ids and defaults live in one place."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, ClusterMetadata
 
 from shared.errors import BrokerUnavailable, TopicError
-from shared.settings import Settings
+from shared.kafka.settings import Settings
 
 # librdkafka's own log lines (connection refused, retries…) go to this logger instead of stderr;
 # the CLI shows them with --verbose and otherwise reports failures as one-line errors.
