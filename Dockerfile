@@ -20,7 +20,7 @@ COPY models ./models
 # editable, so the shipped data, schemas and models are found beside the code
 # …and the shipped models are compiled here, once, so every container starts on native trees
 RUN pip install --no-cache-dir -c constraints.txt -e . \
-    && python -c "from shared.artifacts import MODEL_NAMES, load_model; from shared.settings import Settings; \
+    && python -c "from shared.artifacts import MODEL_NAMES, load_model; from shared.kafka.settings import Settings; \
 [load_model(n).accelerate(Settings().compiled_dir) for n in MODEL_NAMES]" \
     && useradd --create-home ridestream && chown -R ridestream /app
 USER ridestream
