@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from shared import simulator
-from shared.tlc import clean_trips, epoch_seconds, read_trip_file, sample_trips
+from shared.data import simulator
+from shared.data.tlc import clean_trips, epoch_seconds, read_trip_file, sample_trips
 
 Chunk = tuple[pd.DataFrame, list[dict]]
 

@@ -17,8 +17,10 @@ import joblib
 import numpy as np
 import sklearn
 
-from shared import PROJECT_ROOT, simulator
+from shared import PROJECT_ROOT
 from shared.compiled import Predict, verified
+from shared.data import simulator
+from shared.data.tlc import sample_trips
 from shared.errors import RidestreamError
 from shared.features import (
     PROGRESS_FEATURES,
@@ -31,7 +33,6 @@ from shared.features import (
     request_columns,
     request_features,
 )
-from shared.tlc import sample_trips
 
 MODELS_DIR = PROJECT_ROOT / "models"
 ModelName = Literal["initial_duration", "dynamic_duration", "tip", "cost"]

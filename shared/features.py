@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from shared.tlc import epoch_seconds, local_hour_weekday
-from shared.zones import airport_flags, borough_codes
+from shared.data.tlc import epoch_seconds, local_hour_weekday
+from shared.data.zones import airport_flags, borough_codes
 
 Columns = Mapping[str, np.ndarray]
 

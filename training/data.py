@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from shared.tlc import SAMPLE_TRIPS, CleaningReport, clean_trips, expand_paths, read_trip_file
+from shared.data.tlc import SAMPLE_TRIPS, CleaningReport, clean_trips, expand_paths, read_trip_file
 
 DEFAULT_DATA = [SAMPLE_TRIPS]
 

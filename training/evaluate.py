@@ -17,8 +17,8 @@ import numpy as np
 from sklearn.linear_model import LinearRegression
 from sklearn.metrics import mean_absolute_error
 
-from shared import simulator
 from shared.artifacts import TARGETS, build_features
+from shared.data import simulator
 from shared.features import request_columns
 from training.data import Dataset
 

@@ -31,9 +31,9 @@ from sklearn.metrics import mean_absolute_error
 from sklearn.model_selection import KFold, cross_val_predict, train_test_split
 from sklearn.pipeline import Pipeline, make_pipeline
 
-from shared import simulator
 from shared.artifacts import MODELS_DIR, TARGETS, build_features, features_of, save_model
 from shared.cost_model import CostFromDuration
+from shared.data import simulator
 from shared.features import REQUEST_CATEGORICAL, ZonePace, request_columns
 from training.data import Dataset, load_dataset
 from training.evaluate import evaluate

@@ -299,7 +299,7 @@ def test_predict_is_called_once_per_batch_not_per_message(kafka):
 def test_backend_replays_a_real_tlc_file_with_progress_and_initial_estimates(kafka, tmp_path):
     import pandas as pd
 
-    from shared.tlc import SAMPLE_TRIPS
+    from shared.data.tlc import SAMPLE_TRIPS
     from tests.integration.fleet import RIDESTREAM
 
     kafka.create_contract_topics()

@@ -12,7 +12,7 @@ from sqlalchemy import create_engine, text
 
 from consumers.batch import score_batch_files
 from consumers.report import load_results, render
-from shared.tlc import SAMPLE_TRIPS, clean_trips, read_trip_file
+from shared.data.tlc import SAMPLE_TRIPS, clean_trips, read_trip_file
 
 ROOT = Path(__file__).resolve().parents[2]
 OUTPUT = ROOT / "test-output"

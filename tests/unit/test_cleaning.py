@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from shared.tlc import SAMPLE_TRIPS, clean_trips, read_trip_file, read_trips
+from shared.data.tlc import SAMPLE_TRIPS, clean_trips, read_trip_file, read_trips
 
 GOOD = {
     "pickup_time": pd.Timestamp("2019-03-05 08:00:00"), "dropoff_time": pd.Timestamp("2019-03-05 08:12:00"),

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shared import simulator
-from shared.tlc import SAMPLE_TRIPS, clean_trips, read_trip_file
+from shared.data import simulator
+from shared.data.tlc import SAMPLE_TRIPS, clean_trips, read_trip_file
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from shared.contract.codec import decode_event, encode
 from shared.contract.events import RideCompleted, RideRequested, RideStarted
-from shared.tlc import SAMPLE_TRIPS, TRIP_COLUMNS, read_trip_file, trip_events
+from shared.data.tlc import SAMPLE_TRIPS, TRIP_COLUMNS, read_trip_file, trip_events
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def test_local_hour_and_weekday_match_pandas_across_dst_changes():
     import numpy as np
     import pandas as pd
 
-    from shared.tlc import NYC_TZ, local_hour_weekday
+    from shared.data.tlc import NYC_TZ, local_hour_weekday
 
     rng = np.random.default_rng(0)
     spring, autumn = 1552201200, 1572760800  # 2019-03-10 and 2019-11-03, 2 a.m. local
@@ -92,7 +92,7 @@ def test_local_hour_and_weekday_at_every_offset_change_from_1970_to_2100_and_bey
     import numpy as np
     import pandas as pd
 
-    from shared.tlc import NYC_TZ, _nyc_offsets, local_hour_weekday
+    from shared.data.tlc import NYC_TZ, _nyc_offsets, local_hour_weekday
 
     starts, _ = _nyc_offsets()
     assert len(starts) > 250  # two changes a year

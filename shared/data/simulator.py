@@ -1,6 +1,6 @@
 """A seeded, vectorized ride simulator whose distributions are fitted to real TLC trips.
 
-What is fitted, from cleaned trips (:func:`shared.tlc.clean_trips`):
+What is fitted, from cleaned trips (:func:`shared.data.tlc.clean_trips`):
 
 * the trip mix — zone pair, distance, passengers, payment type, service and the trip's other
   charges (taxes, surcharges, tolls) — by resampling real trips, with the distance jittered;
@@ -25,9 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from shared import cost_model
-from shared.tlc import NYC_TZ, epoch_seconds, local_hour_weekday
-from shared.zones import JFK
+from shared.data import meter
+from shared.data.tlc import NYC_TZ, epoch_seconds, local_hour_weekday
+from shared.data.zones import JFK
 
 MINUTE_SPEED_SIGMA = 0.35  # minute-to-minute variation of speed within a ride (log scale)
 
@@ -64,8 +64,8 @@ def fit(trips: pd.DataFrame) -> Calibration:
     other = (trips["total_amount"] - trips["tip_amount"] - trips["fare_amount"]).clip(lower=0)
     metered = ~(trips["pickup_zone"].eq(JFK) | trips["dropoff_zone"].eq(JFK)).to_numpy()
     (per_mile, per_slow_min), *_ = np.linalg.lstsq(
-        np.column_stack([dist, cost_model.slow_minutes(dist, dur)])[metered],
-        trips["fare_amount"].to_numpy(float)[metered] - cost_model.FLAG_DROP, rcond=None)
+        np.column_stack([dist, meter.slow_minutes(dist, dur)])[metered],
+        trips["fare_amount"].to_numpy(float)[metered] - meter.FLAG_DROP, rcond=None)
 
     card = trips[trips["payment_type"] == 1]
     share = (card["tip_amount"] / (card["fare_amount"] + other[card.index]).clip(lower=1.0)).clip(0, 1)
@@ -90,7 +90,7 @@ def expected_speed_mph(cal: Calibration, distance: np.ndarray, epoch_s: np.ndarr
 def meter_fare(cal: Calibration, distance: np.ndarray, duration_min: np.ndarray,
                pickup_zone: np.ndarray, dropoff_zone: np.ndarray) -> np.ndarray:
     """The TLC's fare at the fitted rates, in the meter's 50-cent steps."""
-    fare = cost_model.meter_fare(distance, duration_min, pickup_zone, dropoff_zone, cal.per_mile, cal.per_slow_minute)
+    fare = meter.meter_fare(distance, duration_min, pickup_zone, dropoff_zone, cal.per_mile, cal.per_slow_minute)
     return np.round(fare * 2) / 2
 
 

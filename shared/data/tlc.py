@@ -17,10 +17,11 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 
+from shared import PROJECT_ROOT
 from shared.contract.events import RideCompleted, RideEvent, RideRequested, RideStarted
 
 NYC_TZ = "America/New_York"  # TLC times are local wall-clock times
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+DATA_DIR = PROJECT_ROOT / "data"
 SAMPLE_TRIPS = DATA_DIR / "tlc_trips_2019_03_sample.csv"
 ZONES = DATA_DIR / "taxi_zones.csv"
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-ZONES_CSV = Path(__file__).resolve().parent.parent / "data" / "taxi_zones.csv"
+from shared import PROJECT_ROOT
+
+ZONES_CSV = PROJECT_ROOT / "data" / "taxi_zones.csv"
 BOROUGHS = ("Manhattan", "Queens", "Brooklyn", "Bronx", "Staten Island", "EWR", "Unknown")
 NEWARK, JFK, LAGUARDIA = 1, 132, 138
 AIRPORT_ZONES = (NEWARK, JFK, LAGUARDIA)
