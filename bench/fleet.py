@@ -26,11 +26,11 @@ from bench.loops import Measure, preproduce, ride_requests
 from consumers.replay import plan, replay
 from consumers.services import TIP
 from consumers.sinks import FileSink
-from shared.artifacts import load_model
 from shared.contract.codec import encode_dict
 from shared.contract.topics import create_topics
 from shared.kafka.clients import make_admin, make_consumer, make_producer, produce
 from shared.kafka.settings import Settings
+from shared.ml.artifacts import load_model
 
 RIDESTREAM = [sys.executable, "-m", "ridestream.cli"]
 

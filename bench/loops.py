@@ -21,13 +21,13 @@ from confluent_kafka import Producer, TopicPartition
 
 from consumers.runtime import Runtime
 from consumers.services import TIP
-from shared.artifacts import Model
 from shared.contract.codec import decode_event, encode_dict
 from shared.contract.events import prediction_record
 from shared.data import simulator
 from shared.data.tlc import sample_trips
 from shared.kafka.clients import flush_all, make_consumer, make_producer, produce
 from shared.kafka.settings import Settings
+from shared.ml.artifacts import Model
 
 
 @dataclass

@@ -21,9 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from quixstreams import Application  # noqa: E402
 
-from shared.artifacts import load_model  # noqa: E402
 from shared.contract.codec import decode_event, encode_dict  # noqa: E402
 from shared.contract.events import prediction_record  # noqa: E402
+from shared.ml.artifacts import load_model  # noqa: E402
 
 
 def main(bootstrap: str, source: str, sink: str, group: str, max_events: int, max_seconds: float) -> None:

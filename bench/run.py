@@ -23,10 +23,10 @@ from confluent_kafka import KafkaException  # noqa: E402
 from bench import fleet, quix  # noqa: E402
 from bench.fleet import Latency  # noqa: E402
 from bench.loops import Measure, naive, passthrough, preproduce, ride_requests, shipped  # noqa: E402
-from shared.artifacts import load_model  # noqa: E402
 from shared.contract.topics import TopicSpec, create_topics  # noqa: E402
 from shared.kafka.clients import make_admin  # noqa: E402
 from shared.kafka.settings import Settings  # noqa: E402
+from shared.ml.artifacts import load_model  # noqa: E402
 
 LOOPS = ("passthrough", "batched", "naive", "quix")
 

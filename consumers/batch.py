@@ -29,10 +29,10 @@ from sqlalchemy import (
     insert,
 )
 
-from shared.artifacts import Model, load_model
 from shared.data.tlc import clean_trips, expand_paths, local_hour_weekday, read_trip_file
 from shared.data.zones import borough_of
-from shared.features import request_columns
+from shared.ml.artifacts import Model, load_model
+from shared.ml.features import request_columns
 
 # the model each service answers a ride request with, and the actual it is judged against
 BATCH_MODELS = {"duration": "initial_duration", "tip": "tip", "cost": "cost"}

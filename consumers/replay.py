@@ -15,10 +15,10 @@ from consumers.offsets import Position, bounds
 from consumers.runtime import BatchResult, Runtime
 from consumers.scoring import ServiceSpec
 from consumers.sinks import Sink
-from shared.artifacts import Model
 from shared.contract.predictions import Predictions
 from shared.kafka.clients import make_consumer
 from shared.kafka.settings import Settings
+from shared.ml.artifacts import Model
 
 ACTUAL = {"duration": lambda c: c.duration_min, "tip": lambda c: c.tip_amount,
           "cost": lambda c: round(c.total_amount - c.tip_amount, 2)}

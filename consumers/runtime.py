@@ -34,12 +34,12 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from consumers.metrics import ServiceMetrics
 from consumers.scoring import RideMemory, ServiceSpec, by_event_type, score_groups
 from consumers.sinks import KafkaSink, Sink
-from shared.artifacts import Model
-from shared.compiled import meanwhile
 from shared.contract.codec import InvalidMessage, read_event, read_events
 from shared.contract.predictions import Predictions
 from shared.kafka.clients import consume_ready, make_consumer
 from shared.kafka.settings import Settings
+from shared.ml.artifacts import Model
+from shared.ml.compiled import meanwhile
 
 log = logging.getLogger("ridestream.runtime")
 
@@ -233,7 +233,7 @@ class Runtime:
     # --- one batch ---------------------------------------------------------------------------
     def process(self, msgs: Sequence[Message]) -> BatchResult:
         """Validate and score a batch. A large one's output is produced while the next batch's
-        trees run (:func:`shared.compiled.meanwhile`), or as soon as no next batch is waiting
+        trees run (:func:`shared.ml.compiled.meanwhile`), or as soon as no next batch is waiting
         (:meth:`_next_batch`), so a batch's Python work overlaps the next one's native work."""
         received = time.monotonic()
         batch = ScoredBatch(received, BatchResult(consumed=len(msgs)))

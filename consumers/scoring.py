@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from shared.artifacts import Model
 from shared.contract.events import UNITS
 from shared.contract.predictions import PredictionColumns, Predictions
 from shared.contract.topics import Service
+from shared.ml.artifacts import Model
 
 Answer = tuple[np.ndarray, np.ndarray | None]  # values, remaining minutes (or None)
 

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 
 from consumers.scoring import Answer, RideMemory, Rule, ServiceSpec
-from shared.artifacts import Model, load_model, resolve
 from shared.contract.topics import Service
 from shared.errors import RidestreamError
+from shared.ml.artifacts import Model, load_model, resolve
 
 
 def _initial_estimate(model: Model, events: Sequence[Any], memory: RideMemory) -> Answer:

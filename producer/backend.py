@@ -13,12 +13,12 @@ from datetime import datetime, timezone
 import numpy as np
 
 from producer.sources import Chunk
-from shared.artifacts import Model
 from shared.contract.codec import encode_dict
 from shared.contract.events import prediction_record
-from shared.features import request_columns
 from shared.kafka.clients import flush_all, make_producer, produce
 from shared.kafka.settings import Settings
+from shared.ml.artifacts import Model
+from shared.ml.features import request_columns
 
 INITIAL_SERVICE_ID = "duration.initial"  # prediction ids of the backend's estimates differ from the service's
 

@@ -11,9 +11,9 @@ import typer
 from producer.backend import Backend, PublishStats
 from producer.sources import simulated, tlc_replay
 from ridestream.console import err
-from shared.artifacts import load_model
 from shared.kafka.clients import make_admin, require_topics
 from shared.kafka.settings import load_settings
+from shared.ml.artifacts import load_model
 
 
 def produce(

@@ -10,7 +10,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ridestream.console import out
 from shared import PROJECT_ROOT
-from shared.artifacts import MODEL_NAMES, MODELS_DIR, load_model
+from shared.ml.artifacts import MODEL_NAMES, MODELS_DIR, load_model
 from training.data import load_dataset
 from training.evaluate import evaluate as evaluate_models
 from training.evaluate import write_report

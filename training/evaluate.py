@@ -17,9 +17,9 @@ import numpy as np
 from sklearn.linear_model import LinearRegression
 from sklearn.metrics import mean_absolute_error
 
-from shared.artifacts import TARGETS, build_features
 from shared.data import simulator
-from shared.features import request_columns
+from shared.ml.artifacts import TARGETS, build_features
+from shared.ml.features import request_columns
 from training.data import Dataset
 
 PROGRESS_FRACTIONS = (0.25, 0.5, 0.75)

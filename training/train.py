@@ -1,7 +1,7 @@
 """Train the four models and write them as versioned artifacts.
 
 * initial duration, tip, cost — request-time models, trained on real trips (the cost model may
-  be the meter applied to the initial model's duration, :mod:`shared.cost_model`);
+  be the meter applied to the initial model's duration, :mod:`shared.ml.cost_model`);
 * dynamic duration — from a ride's progress (target: the minutes left), trained on the progress of
   simulated rides plus real training trips, each carrying the initial model's honest
   (out-of-sample) estimate as a feature, as the live service will.
@@ -31,10 +31,10 @@ from sklearn.metrics import mean_absolute_error
 from sklearn.model_selection import KFold, cross_val_predict, train_test_split
 from sklearn.pipeline import Pipeline, make_pipeline
 
-from shared.artifacts import MODELS_DIR, TARGETS, build_features, features_of, save_model
-from shared.cost_model import CostFromDuration
 from shared.data import simulator
-from shared.features import REQUEST_CATEGORICAL, ZonePace, request_columns
+from shared.ml.artifacts import MODELS_DIR, TARGETS, build_features, features_of, save_model
+from shared.ml.cost_model import CostFromDuration
+from shared.ml.features import REQUEST_CATEGORICAL, ZonePace, request_columns
 from training.data import Dataset, load_dataset
 from training.evaluate import evaluate
 

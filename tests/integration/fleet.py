@@ -15,9 +15,9 @@ from confluent_kafka import TopicPartition
 
 from producer.backend import Backend
 from producer.sources import simulated
-from shared.artifacts import load_model
 from shared.kafka.clients import make_consumer
 from shared.kafka.settings import Settings
+from shared.ml.artifacts import load_model
 
 RIDESTREAM = [sys.executable, "-m", "ridestream.cli"]
 

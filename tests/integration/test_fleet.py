@@ -17,11 +17,11 @@ import consumers.runtime as runtime_module
 from broker.local import LocalBroker, free_port
 from consumers.runtime import Runtime
 from consumers.services import TIP
-from shared.artifacts import Model, load_model
 from shared.contract.codec import decode_event
 from shared.contract.events import Prediction
 from shared.contract.topics import create_topics
 from shared.kafka.clients import make_admin, make_consumer, make_producer
+from shared.ml.artifacts import Model, load_model
 from tests.integration.fleet import Fleet, fleet_env, publish, read_all, values, wait_for
 
 

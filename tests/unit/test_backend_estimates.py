@@ -8,9 +8,9 @@ import numpy as np
 
 from producer.backend import Backend
 from producer.sources import simulated
-from shared.artifacts import load_model
 from shared.contract.events import RideRequested
 from shared.kafka.settings import Settings
+from shared.ml.artifacts import load_model
 
 
 def test_a_live_chunk_is_estimated_for_the_time_it_is_sent():

@@ -9,9 +9,9 @@ import time
 import numpy as np
 import pytest
 
-from shared import compiled
-from shared.artifacts import MODEL_NAMES, load_model, probe_features
 from shared.kafka.settings import Settings
+from shared.ml import compiled
+from shared.ml.artifacts import MODEL_NAMES, load_model, probe_features
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ from sklearn.dummy import DummyRegressor
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.linear_model import LinearRegression
 
-from shared.cost_model import CostFromDuration, meter_columns
-from shared.features import REQUEST_FEATURES
+from shared.ml.cost_model import CostFromDuration, meter_columns
+from shared.ml.features import REQUEST_FEATURES
 from training.train import best_rounds, fitted_boosters
 
 MIDTOWN, WILLIAMSBURG, JFK, NEWARK, LAGUARDIA = 161, 255, 132, 1, 138

@@ -12,10 +12,10 @@ import pytest
 
 from consumers.scoring import RideMemory, score_batch
 from consumers.services import DURATION, TIP
-from shared.artifacts import load_model
 from shared.contract import events as contract
 from shared.contract import fast_events
 from shared.contract.codec import InvalidMessage, decode_event, read_event, read_events
+from shared.ml.artifacts import load_model
 
 T = "2019-03-05T13:00:00.250Z"
 VALID = {

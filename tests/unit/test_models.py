@@ -8,9 +8,9 @@ import shutil
 import numpy as np
 import pytest
 
-from shared.artifacts import MODEL_NAMES, MODELS_DIR, ModelError, load_model, save_model
 from shared.contract.events import RideProgress, RideRequested
-from shared.features import columns_from_events
+from shared.ml.artifacts import MODEL_NAMES, MODELS_DIR, ModelError, load_model, save_model
+from shared.ml.features import columns_from_events
 from training.data import load_dataset
 from training.evaluate import evaluate
 

@@ -10,8 +10,8 @@ from confluent_kafka import KafkaError, TopicPartition
 
 from consumers.runtime import LAG_EVERY_S, OVERDUE_INTERVALS, Runtime
 from consumers.services import TIP
-from shared.artifacts import load_model
 from shared.kafka.settings import Settings
+from shared.ml.artifacts import load_model
 from tests.unit.test_runtime_hold_back import IdleConsumer, Recording, messages
 
 P0 = ("events", 0)

@@ -8,9 +8,9 @@ from confluent_kafka import KafkaError, Message
 from bench.loops import ride_requests
 from consumers.runtime import HOLD_BACK_FROM, Runtime
 from consumers.services import TIP
-from shared.artifacts import load_model
 from shared.contract.codec import encode_dict
 from shared.kafka.settings import Settings
+from shared.ml.artifacts import load_model
 
 
 class Recording:

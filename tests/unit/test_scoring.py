@@ -10,9 +10,9 @@ import pytest
 
 from consumers.scoring import RideMemory, score_batch
 from consumers.services import COST, DURATION, SERVICE_SPECS, TIP
-from shared.artifacts import Model, load_model
 from shared.contract.codec import decode_event, encode_dict
 from shared.contract.events import Prediction, prediction_id
+from shared.ml.artifacts import Model, load_model
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
 

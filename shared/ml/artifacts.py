@@ -18,11 +18,11 @@ import numpy as np
 import sklearn
 
 from shared import PROJECT_ROOT
-from shared.compiled import Predict, verified
 from shared.data import simulator
 from shared.data.tlc import sample_trips
 from shared.errors import RidestreamError
-from shared.features import (
+from shared.ml.compiled import Predict, verified
+from shared.ml.features import (
     PROGRESS_FEATURES,
     PROGRESS_FIELDS,
     REQUEST_FEATURES,
@@ -69,7 +69,7 @@ class Model:
     native: Predict | None = field(default=None, compare=False, repr=False)  # see accelerate()
 
     def accelerate(self, cache_dir: Path, threads: int = 1) -> bool:
-        """Serve from compiled trees (:mod:`shared.compiled`) when they reproduce this model's
+        """Serve from compiled trees (:mod:`shared.ml.compiled`) when they reproduce this model's
         predictions on a probe batch; True if they do. Compiling takes seconds, once per version."""
         if self.native is None:
             native = verified(self.estimator, probe_features(self.name), cache_dir, threads)

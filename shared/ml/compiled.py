@@ -39,7 +39,7 @@ from sklearn.compose import TransformedTargetRegressor
 from sklearn.ensemble import HistGradientBoostingRegressor, VotingRegressor
 from sklearn.pipeline import Pipeline
 
-from shared.cost_model import CostFromDuration
+from shared.ml.cost_model import CostFromDuration
 
 log = logging.getLogger("ridestream.compiled")
 

@@ -23,7 +23,7 @@ from sklearn.base import BaseEstimator, RegressorMixin, clone
 
 from shared.data.meter import NEWARK_SURCHARGE, meter_fare, slow_minutes
 from shared.data.zones import NEWARK
-from shared.features import REQUEST_FEATURES
+from shared.ml.features import REQUEST_FEATURES
 
 _DISTANCE, _PICKUP, _DROPOFF = (REQUEST_FEATURES.index(f) for f in ("distance_mi", "pickup_zone", "dropoff_zone"))
 

@@ -1,0 +1,2 @@
+"""The ML runtime: feature building, versioned model artifacts, compiled trees and the cost
+model's shape."""
