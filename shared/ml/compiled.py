@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import platform
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -122,6 +123,52 @@ void ridestream_predict_rows(const double* X, int64_t rows, const unsigned char*
 _ROWS_TAG = "rows2"  # part of the cached library's name: bump when _ROWS_SOURCE changes
 
 
+@ctypes.CFUNCTYPE(None, ctypes.c_char_p)
+def _native_log(message: bytes) -> None:
+    log.debug("tl2cgen: %s", message.decode("utf-8", "replace").strip())
+
+
+# what tl2cgen's embedded treelite writes to stderr each time it reads one of our models
+_VERSION_NOTE = ("originated from a newer Treelite version", "Currently running Treelite version",
+                 "The model checkpoint was generated from Treelite version")
+_stderr_lock = threading.Lock()
+
+
+@contextmanager
+def _tl2cgen_quietly() -> Iterator[None]:
+    """Keep tl2cgen's chatter out of the user's terminal and logs (at DEBUG, ``-v`` shows it); a
+    user reads it as a broken install:
+
+    - tl2cgen 1.0.0, its newest release, embeds treelite 4.1.2 and writes three lines to stderr
+      each time it reads a model, because ours are imported by treelite 4.8.1 — the first that
+      imports scikit-learn 1.9's boosters with categorical features (4.1.2 fails an assertion on
+      them), so the versions cannot be aligned. What tl2cgen reads is checked anyway:
+      :func:`verified` compares the compiled trees with scikit-learn before they serve;
+    - its log lines ("Parallel compilation enabled; member trees will be divided into N
+      translation units") describe what it is doing, and go to ``print`` by default.
+
+    stderr is the process's file descriptor 2, so while the block runs it is captured, and whatever
+    else was written to it in the meantime is written back afterwards: nothing is lost."""
+    from tl2cgen.libloader import _LIB, _check_call
+
+    _check_call(_LIB.TL2cgenRegisterLogCallback(_native_log))  # module-level: ctypes keeps it alive
+    with _stderr_lock, tempfile.TemporaryFile() as captured:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode("utf-8", "replace").splitlines(keepends=True):
+                if any(note in line for note in _VERSION_NOTE):
+                    log.debug("tl2cgen: %s", line.strip())
+                else:
+                    os.write(2, line.encode())
+
+
 def _build(model: Any, path: Path, cache: Path) -> None:
     """Generate the trees' C code (tl2cgen), add :data:`_ROWS_SOURCE`, compile to ``path``."""
     import tl2cgen
@@ -129,7 +176,8 @@ def _build(model: Any, path: Path, cache: Path) -> None:
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         source = Path(tmp) / "src"
-        tl2cgen.generate_c_code(model, source, {"parallel_comp": cores, "quantize": 1}, verbose=False)
+        with _tl2cgen_quietly():
+            tl2cgen.generate_c_code(model, source, {"parallel_comp": cores, "quantize": 1}, verbose=False)
         (source / "rows.c").write_text(_ROWS_SOURCE)
         recipe_path = source / "recipe.json"
         recipe = json.loads(recipe_path.read_text())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 import time
@@ -156,3 +157,19 @@ def test_a_large_batch_split_over_threads_scores_as_one(cache):
     assert len(X) >= compiled._SPLIT_FROM
     np.testing.assert_allclose(fast(X), model.estimator.predict(X), atol=compiled.TOLERANCE)
     np.testing.assert_allclose(fast(X[:5]), model.estimator.predict(X[:5]), atol=compiled.TOLERANCE)
+
+
+@needs_gcc
+def test_compiling_prints_nothing_to_the_user(tmp_path, capfd):
+    """tl2cgen's version notes and log lines stay out of stdout and stderr (DEBUG has them)."""
+    assert load_model("tip").accelerate(tmp_path / "fresh-cache")  # a fresh cache: it compiles
+    out, err = capfd.readouterr()
+    assert "Treelite" not in out + err and "Parallel compilation" not in out + err, out + err
+
+
+def test_what_else_reaches_stderr_while_tl2cgen_runs_is_written_back(capfd):
+    with compiled._tl2cgen_quietly():
+        os.write(2, b"Currently running Treelite version 4.1.2\n")
+        os.write(2, b"a line of someone else\n")
+    out, err = capfd.readouterr()
+    assert err == "a line of someone else\n"
