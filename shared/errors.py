@@ -16,3 +16,7 @@ class BrokerUnavailable(RidestreamError):
 
 class TopicError(RidestreamError):
     """A topic could not be created or described."""
+
+
+class DataError(RidestreamError):
+    """A data file is missing or is not what it should be (e.g. not a TLC trip file)."""

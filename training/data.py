@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from shared.data.tlc import SAMPLE_TRIPS, CleaningReport, clean_trips, expand_paths, read_trip_file
+from shared.errors import DataError
 
 DEFAULT_DATA = [SAMPLE_TRIPS]
 
@@ -40,7 +41,7 @@ def load_dataset(data: list[str | Path] | None = None, seed: int = 42, test_frac
     raw = pd.concat([read_trip_file(p) for p in files], ignore_index=True)
     trips, report = clean_trips(raw)
     if len(trips) < 50:
-        raise ValueError(f"only {len(trips)} usable trips after cleaning ({report.summary()}): need at least 50")
+        raise DataError(f"only {len(trips)} usable trips after cleaning ({report.summary()}): need at least 50")
     order = np.random.default_rng(seed).permutation(len(trips))
     n_test = int(round(len(trips) * test_fraction))
     test = trips.iloc[np.sort(order[:n_test])].reset_index(drop=True)

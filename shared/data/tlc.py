@@ -19,6 +19,7 @@ import pandas as pd
 
 from shared import PROJECT_ROOT
 from shared.contract.events import RideCompleted, RideEvent, RideRequested, RideStarted
+from shared.errors import DataError
 
 NYC_TZ = "America/New_York"  # TLC times are local wall-clock times
 DATA_DIR = PROJECT_ROOT / "data"
@@ -48,17 +49,17 @@ def read_trip_file(path: Path) -> pd.DataFrame:
     column prefix (``lpep_`` is green) or the file name.
     """
     name = path.name.lower()
-    if name.endswith(".parquet"):
-        raw = pd.read_parquet(path)
-    elif name.endswith((".csv", ".csv.gz")):
-        raw = pd.read_csv(path, low_memory=False)
-    else:
-        raise ValueError(f"{path}: not a TLC trip file (expected .csv, .csv.gz or .parquet)")
+    if not name.endswith((".parquet", ".csv", ".csv.gz")):
+        raise DataError(f"{path}: not a TLC trip file (expected .csv, .csv.gz or .parquet)")
+    try:
+        raw = pd.read_parquet(path) if name.endswith(".parquet") else pd.read_csv(path, low_memory=False)
+    except Exception as exc:  # unreadable, truncated, not what its name says
+        raise DataError(f"{path}: cannot read it as a TLC trip file ({type(exc).__name__}: {exc})") from None
     out = {}
     for target, sources in _COLUMNS.items():
         source = next((c for c in sources if c in raw.columns), None)
         if source is None:
-            raise ValueError(f"{path}: missing TLC column {' or '.join(sources)}")
+            raise DataError(f"{path}: missing TLC column {' or '.join(sources)}")
         out[target] = raw[source]
     trips = pd.DataFrame(out)
     for col in ("pickup_time", "dropoff_time"):
@@ -84,9 +85,9 @@ def expand_paths(specs: list[str | Path]) -> list[Path]:
         elif path.is_file():
             found = [path]
         else:
-            raise FileNotFoundError(f"{spec}: no such file or folder")
+            raise DataError(f"{spec}: no such file or folder")
         if not found:
-            raise FileNotFoundError(f"{spec}: no TLC trip files (.parquet, .csv) there")
+            raise DataError(f"{spec}: no TLC trip files (.parquet, .csv) there")
         files.extend(found)
     return files
 

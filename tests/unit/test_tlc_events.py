@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from shared.contract.codec import decode_event, encode
 from shared.contract.events import RideCompleted, RideRequested, RideStarted
 from shared.data.tlc import SAMPLE_TRIPS, TRIP_COLUMNS, read_trip_file, trip_events
+from shared.errors import DataError
 
 
 @pytest.fixture(scope="module")
@@ -61,11 +62,11 @@ def test_green_files_with_lpep_columns_and_parquet(trips, tmp_path):
 
 
 def test_unknown_file_kinds_and_missing_columns_are_clear_errors(tmp_path):
-    with pytest.raises(ValueError, match="not a TLC trip file"):
+    with pytest.raises(DataError, match="not a TLC trip file"):
         read_trip_file(tmp_path / "trips.xlsx")
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b\n1,2\n")
-    with pytest.raises(ValueError, match="missing TLC column tpep_pickup_datetime or lpep_pickup_datetime"):
+    with pytest.raises(DataError, match="missing TLC column tpep_pickup_datetime or lpep_pickup_datetime"):
         read_trip_file(bad)
 
 
@@ -103,3 +104,20 @@ def test_local_hour_and_weekday_at_every_offset_change_from_1970_to_2100_and_bey
         local = pd.to_datetime(times, unit="s", utc=True).tz_convert(NYC_TZ)
         hour, weekday = local_hour_weekday(times)
         assert (hour == local.hour).all() and (weekday == local.day_of_week).all()
+
+
+@pytest.mark.parametrize("args", [["score-batch", "--input", "{missing}"], ["score-batch", "--input", "{bad}"],
+                                  ["train", "--data", "{missing}"]])
+def test_a_missing_or_foreign_trip_file_is_one_line_not_a_traceback(args, tmp_path):
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("x,y\n1,2\n")
+    argv = [a.format(missing=tmp_path / "nope.parquet", bad=bad) for a in args]
+    done = subprocess.run([sys.executable, "-m", "ridestream.cli", *argv], capture_output=True, text=True,
+                          timeout=120)
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 1 and len(lines) == 1, done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    assert ("no such file" in lines[0]) if "nope" in argv[-1] else ("missing TLC column" in lines[0])
