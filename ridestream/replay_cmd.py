@@ -43,7 +43,7 @@ def replay(
         sink = FileSink(output)
         where = str(output)
     else:
-        topic = output_topic or f"{settings.topics.predictions(service)}.backfill"
+        topic = output_topic or settings.topics.backfill(service)
         create_topics(admin, [TopicSpec(topic, settings.predictions_partitions, settings.replication_factor)])
         sink = KafkaSink(settings, topic, dlq_topic=None)
         where = topic

@@ -10,6 +10,7 @@ from pydantic import TypeAdapter
 
 from ridestream.console import out
 from shared import PROJECT_ROOT
+from shared.contract.control import AuditRecord, DeploymentPlan, ModelQuality
 from shared.contract.events import Prediction, RideEvent
 
 app = typer.Typer(help="The wire contract as JSON Schema.", no_args_is_help=True)
@@ -19,15 +20,21 @@ SCHEMA_DIR = PROJECT_ROOT / "schemas"
 def contract_schemas() -> dict[str, str]:
     """File name → JSON Schema text of each message kind of the contract."""
     docs = {
-        "ride_event.schema.json": (TypeAdapter(RideEvent), "ride event", "rides.events"),
-        "prediction.schema.json": (TypeAdapter(Prediction), "prediction", "rides.predictions.{duration,tip,cost}"),
+        "ride_event.schema.json": (TypeAdapter(RideEvent), "ride event", "rides.events (the key is the ride_id)"),
+        "prediction.schema.json": (TypeAdapter(Prediction), "prediction",
+                                   "rides.predictions.{duration,tip,cost} (and their .shadow and .backfill topics; the key is the ride_id)"),
+        "deployment_plan.schema.json": (TypeAdapter(DeploymentPlan), "deployment plan",
+                                        "rides.control (compacted; the key is the service)"),
+        "audit_record.schema.json": (TypeAdapter(AuditRecord), "audit record", "rides.control.audit (the key is the service)"),
+        "model_quality.schema.json": (TypeAdapter(ModelQuality), "model quality",
+                                      "rides.model_quality (compacted; the key is service/model_version/variant/stage)"),
     }
     schemas = {}
     for filename, (adapter, title, topic) in docs.items():
         schema = {
             "$schema": "https://json-schema.org/draft/2020-12/schema",
             "title": f"ridestream {title}, wire contract version 1",
-            "description": f"The value of a message on {topic} (UTF-8 JSON; the key is the ride_id).",
+            "description": f"The value of a message on {topic}, as UTF-8 JSON.",
             **adapter.json_schema(),
         }
         schemas[filename] = json.dumps(schema, indent=2, sort_keys=True) + "\n"

@@ -18,7 +18,7 @@ def create(
     partitions: int = typer.Option(None, help="partitions of rides.events (default 6)"),
     retention_hours: float = typer.Option(None, help="retention of every topic (default 168)"),
 ) -> None:
-    """Create the five contract topics; those that exist are left as they are."""
+    """Create the contract topics (events, predictions, DLQ, control, audit, model quality); those that exist are left as they are."""
     overrides = {"events_partitions": partitions, "retention_hours": retention_hours}
     settings = load_settings(**{k: v for k, v in overrides.items() if v is not None})
     admin = make_admin(settings)
@@ -39,6 +39,7 @@ def describe() -> None:
         if info is None:
             table.add_row(name, "[red]missing[/]", "")
         else:
-            retention = "forever" if not info.retention_ms or info.retention_ms < 0 else f"{info.retention_ms / 3_600_000:g} h"
+            retention = ("compacted" if info.compacted else "forever" if not info.retention_ms or info.retention_ms < 0
+                         else f"{info.retention_ms / 3_600_000:g} h")
             table.add_row(name, str(info.partitions), retention)
     out.print(table)

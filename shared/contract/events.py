@@ -20,6 +20,8 @@ from pydantic_core import core_schema
 from shared.contract.topics import Service
 
 SCHEMA_VERSION = 1
+Variant = Literal["stable", "candidate", "shadow", "a", "b"]
+VARIANTS: tuple[str, ...] = ("stable", "candidate", "shadow", "a", "b")
 
 
 UtcTime = Annotated[datetime, GetPydanticSchema(lambda _t, _h: core_schema.datetime_schema(tz_constraint=0))]
@@ -53,6 +55,8 @@ class RideEventBase(WireModel):
     event_id: Id
     ride_id: Id
     event_time: UtcTime
+    rider_id: Id | None = Field(default=None, description="who rides; the backend stamps it on all of a "
+                                "ride's events, so A/B cohorts stick to a rider at any stage of the ride")
 
 
 class RideRequested(RideEventBase):
@@ -113,6 +117,9 @@ class Prediction(WireModel):
     )
     initial: bool | None = Field(
         default=None, description="true on the backend's request-time duration estimate"
+    )
+    variant: Variant | None = Field(
+        default=None, description="while a deployment plan is in force: which side of it made this prediction"
     )
 
 
@@ -182,7 +189,7 @@ def prediction_id(service: str, model_version: str, event_id: str) -> str:
 def prediction_record(service: Service, model_version: str, ride_id: str, event_id: str, event_time: Any,
                       value: float, scored_at: Any, *, id_service: str | None = None,
                       remaining_min: float | None = None, initial: bool | None = None,
-                      prediction_id_: str | None = None) -> dict[str, Any]:
+                      prediction_id_: str | None = None, variant: str | None = None) -> dict[str, Any]:
     """A prediction in contract shape, as a plain dict ready for :func:`shared.contract.codec.encode_dict`
     (the hot paths skip building models). Optional fields appear only when given; ``id_service``
     keeps the backend's initial estimates from sharing ids with the duration service's;
@@ -197,4 +204,6 @@ def prediction_record(service: Service, model_version: str, ride_id: str, event_
         record["remaining_min"] = remaining_min
     if initial is not None:
         record["initial"] = initial
+    if variant is not None:
+        record["variant"] = variant
     return record

@@ -34,6 +34,7 @@ class _Event(Struct, frozen=True, kw_only=True, tag_field="event_type"):
     ride_id: Id
     event_time: AwareTime
     schema_version: Literal[1] = SCHEMA_VERSION
+    rider_id: Id | None = None
 
 
 class RideRequested(_Event, tag="ride_requested"):

@@ -52,6 +52,7 @@ class PredictionColumns:
     values: list[float]
     scored_at: datetime
     remaining_min: list[float] | None = None
+    variant: str | None = None  # while a deployment plan is in force (the contract's ``variant``)
 
     def __len__(self) -> int:
         return len(self.event_ids)
@@ -74,10 +75,11 @@ class PredictionColumns:
                 + b',"event_time":"%b","scored_at":' + _literal(self.scored_at))
         columns = [self.ids, _json_items(self.ride_ids), _json_items(self.event_ids), _json_items(self.values),
                    _json_items(self.event_times)]
+        tail = b"" if self.variant is None else b',"variant":' + _literal(self.variant)
         if self.remaining_min is None:
-            template = head + b"}"
+            template = head + tail + b"}"
         else:
-            template = head + b',"remaining_min":%b}'
+            template = head + b',"remaining_min":%b' + tail + b"}"
             columns.append(_json_items(self.remaining_min))
         return [template % row for row in zip(*columns)]
 
@@ -85,7 +87,7 @@ class PredictionColumns:
         """The same predictions as contract dicts."""
         remaining = self.remaining_min or [None] * len(self)
         return [prediction_record(self.service, self.model_version, ride, event, at, value, self.scored_at,
-                                  remaining_min=left, prediction_id_=pid.decode())
+                                  remaining_min=left, prediction_id_=pid.decode(), variant=self.variant)
                 for ride, event, at, value, left, pid in zip(self.ride_ids, self.event_ids, self.event_times,
                                                              self.values, remaining, self.ids)]
 

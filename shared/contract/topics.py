@@ -16,6 +16,9 @@ SERVICES: tuple[Service, ...] = ("duration", "tip", "cost")
 EVENTS = "rides.events"
 DLQ = "rides.events.dlq"
 PREDICTIONS: dict[Service, str] = {s: f"rides.predictions.{s}" for s in SERVICES}
+CONTROL = "rides.control"  # compacted, key = service: the deployment plan in force
+CONTROL_AUDIT = "rides.control.audit"  # every plan change and automatic decision, in order
+MODEL_QUALITY = "rides.model_quality"  # compacted: windowed online MAE per service, version, variant
 
 
 @dataclass(frozen=True)
@@ -39,8 +42,28 @@ class Topics:
     def predictions(self, service: Service) -> str:
         return self.namespace + PREDICTIONS[service]
 
+    def shadow(self, service: Service) -> str:
+        """A shadow candidate's predictions: never read by riders."""
+        return self.namespace + PREDICTIONS[service] + ".shadow"
+
+    def backfill(self, service: Service) -> str:
+        return self.namespace + PREDICTIONS[service] + ".backfill"
+
+    @property
+    def control(self) -> str:
+        return self.namespace + CONTROL
+
+    @property
+    def control_audit(self) -> str:
+        return self.namespace + CONTROL_AUDIT
+
+    @property
+    def model_quality(self) -> str:
+        return self.namespace + MODEL_QUALITY
+
     def all(self) -> list[str]:
-        return [self.events, *(self.predictions(s) for s in SERVICES), self.dlq]
+        return [self.events, *(self.predictions(s) for s in SERVICES), self.dlq,
+                self.control, self.control_audit, self.model_quality]
 
 
 @dataclass(frozen=True)
@@ -49,9 +72,13 @@ class TopicSpec:
     partitions: int
     replication_factor: int = 1
     retention_ms: int | None = None
+    compacted: bool = False  # keep the latest value per key (a table), not a time window
 
     def new_topic(self) -> NewTopic:
-        config = {} if self.retention_ms is None else {"retention.ms": str(self.retention_ms)}
+        if self.compacted:
+            config = {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1", "segment.ms": "3600000"}
+        else:
+            config = {} if self.retention_ms is None else {"retention.ms": str(self.retention_ms)}
         return NewTopic(self.name, self.partitions, self.replication_factor, config=config)
 
 
@@ -60,6 +87,7 @@ class TopicInfo:
     name: str
     partitions: int
     retention_ms: int | None
+    compacted: bool = False
 
 
 def create_topics(admin: AdminClient, specs: list[TopicSpec], timeout: float = 30.0) -> dict[str, str]:
@@ -89,13 +117,15 @@ def describe_topics(admin: AdminClient, names: list[str], timeout: float = 10.0)
     """Partitions and retention of each named topic; None where the topic does not exist."""
     metadata = admin.list_topics(timeout=timeout).topics
     present = [n for n in names if n in metadata and metadata[n].error is None]
-    retention: dict[str, int | None] = {}
+    configs: dict[str, tuple[int | None, bool]] = {}
     if present:
         resources = [ConfigResource(ResourceType.TOPIC, n) for n in present]
         for resource, future in admin.describe_configs(resources, request_timeout=timeout).items():
-            entry = future.result(timeout=timeout).get("retention.ms")
-            retention[resource.name] = int(entry.value) if entry is not None and entry.value else None
+            config = future.result(timeout=timeout)
+            entry, policy = config.get("retention.ms"), config.get("cleanup.policy")
+            configs[resource.name] = (int(entry.value) if entry is not None and entry.value else None,
+                                      policy is not None and "compact" in (policy.value or ""))
     return [
-        TopicInfo(n, len(metadata[n].partitions), retention.get(n)) if n in retention else None
+        TopicInfo(n, len(metadata[n].partitions), *configs[n]) if n in configs else None
         for n in names
     ]

@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     model_threads: int = Field(default=1, ge=0, description="threads of one compiled predict call; 0 = one per "
                                "core. One: scale by processes, and a small batch never waits on a busy core")
     metrics_port: int = Field(default=0, ge=0, le=65535, description="/metrics port of a process; 0 = off")
+    model_store: Path = Field(default=PROJECT_ROOT / "models", description="the model registry: a folder of "
+                              "<name>/<version>/ artifacts and alias files, mountable into containers")
 
     # --- the local broker ----------------------------------------------------------------------
     broker_port: int = Field(default=9092, ge=1, le=65535)
@@ -106,7 +108,16 @@ class Settings(BaseSettings):
             spec(t.events, self.events_partitions),
             *(spec(t.predictions(s), self.predictions_partitions) for s in SERVICES),
             spec(t.dlq, self.dlq_partitions),
+            # one partition each: a handful of keys, read whole by every replica, in order
+            TopicSpec(t.control, 1, self.replication_factor, compacted=True),
+            spec(t.control_audit, 1),
+            TopicSpec(t.model_quality, 1, self.replication_factor, compacted=True),
         ]
+
+    def shadow_spec(self, service: Service) -> TopicSpec:
+        """The topic of a shadow candidate's predictions, made when a shadow plan needs it."""
+        return TopicSpec(self.topics.shadow(service), self.predictions_partitions, self.replication_factor,
+                         int(self.retention_hours * 3600 * 1000))
 
     def kafka_config(self, tuning: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
         """The librdkafka configuration shared by every client: the one place settings become

@@ -74,9 +74,11 @@ def test_topic_creation_is_idempotent(kafka):
     infos = describe_topics(make_admin(kafka.settings), kafka.settings.topics.all())
     assert [(i.name, i.partitions) for i in infos] == [
         (kafka.settings.topics.events, 3), *((kafka.settings.topics.predictions(s), 3) for s in ("duration", "tip", "cost")),
-        (kafka.settings.topics.dlq, 1),
+        (kafka.settings.topics.dlq, 1), (kafka.settings.topics.control, 1), (kafka.settings.topics.control_audit, 1),
+        (kafka.settings.topics.model_quality, 1),
     ]
-    assert {i.retention_ms for i in infos} == {7 * 24 * 3600 * 1000}
+    assert {i.retention_ms for i in infos if not i.compacted} == {7 * 24 * 3600 * 1000}
+    assert {i.name for i in infos if i.compacted} == {kafka.settings.topics.control, kafka.settings.topics.model_quality}
 
 
 def test_cli_topics_create_and_describe(kafka):

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from shared.data.tlc import SAMPLE_TRIPS, clean_trips, read_trip_file, read_trips
+from shared.errors import DataError
 
 GOOD = {
     "pickup_time": pd.Timestamp("2019-03-05 08:00:00"), "dropoff_time": pd.Timestamp("2019-03-05 08:12:00"),
@@ -77,5 +78,5 @@ def test_parquet_folders_and_globs(tmp_path):
     assert sorted(from_folder.service.value_counts().items()) == [("green", 10), ("yellow", 30)]
     clean, report = clean_trips(from_folder)
     assert report.rows_in == 40 and len(clean) == report.rows_out
-    with pytest.raises(FileNotFoundError, match="no such file"):
+    with pytest.raises(DataError, match="no such file"):
         read_trips([tmp_path / "nothing-here"])

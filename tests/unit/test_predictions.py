@@ -27,10 +27,13 @@ def columns(n: int, remaining: bool, version: str = "20260101-abc", service: str
                              remaining_min=[round(v / 3, 3) for v in values[:n]] if remaining else None)
 
 
+@pytest.mark.parametrize("variant", [None, "candidate"])
 @pytest.mark.parametrize("remaining", [False, True])
-def test_encoded_bytes_equal_encoding_each_record(remaining):
+def test_encoded_bytes_equal_encoding_each_record(remaining, variant):
     part = columns(60, remaining)
+    part.variant = variant
     records = part.records()
+    assert all(r.get("variant") == variant for r in records)
     assert part.encoded() == [encode_dict(r) for r in records]
     for value, record in zip(part.encoded(), records):
         assert Prediction.model_validate_json(value).prediction_id == record["prediction_id"]

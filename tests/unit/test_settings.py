@@ -20,8 +20,9 @@ def test_defaults_use_the_local_broker_and_the_contract_names():
     assert s.uses_local_broker and s.bootstrap == "localhost:9092"
     assert s.topics.all() == [
         "rides.events", "rides.predictions.duration", "rides.predictions.tip",
-        "rides.predictions.cost", "rides.events.dlq",
+        "rides.predictions.cost", "rides.events.dlq", "rides.control", "rides.control.audit", "rides.model_quality",
     ]
+    assert s.topics.shadow("tip") == "rides.predictions.tip.shadow"
     assert s.group_id("tip") == "ridestream-tip"
     assert s.kafka_config() == {
         "bootstrap.servers": "localhost:9092", "client.id": "ridestream", "security.protocol": "PLAINTEXT",
@@ -63,7 +64,9 @@ def test_sasl_and_tls_become_librdkafka_settings(monkeypatch):
 def test_topic_specs_follow_the_settings():
     specs = Settings(events_partitions=9, retention_hours=2, _env_file=None).topic_specs()
     assert [(s.name, s.partitions) for s in specs][0] == ("rides.events", 9)
-    assert {s.retention_ms for s in specs} == {2 * 3600 * 1000}
+    assert {s.retention_ms for s in specs if not s.compacted} == {2 * 3600 * 1000}
+    assert [s.name for s in specs if s.compacted] == ["rides.control", "rides.model_quality"]
+    assert all(s.new_topic().config["cleanup.policy"] == "compact" for s in specs if s.compacted)
 
 
 @pytest.mark.parametrize(
