@@ -1,21 +1,29 @@
 """Versioned model artifacts and the one batch prediction interface the services call.
 
-On disk: ``models/<name>/<version>/model.joblib`` with ``metadata.json`` beside it (version,
-training-data fingerprint, library versions, features, metrics), and ``models/<name>/CURRENT``
-naming the version in use.
+On disk, in the model store (:func:`model_store`, default ``models/``):
+``<name>/<version>/model.joblib`` with ``metadata.json`` beside it (version, checksum of the
+model's bytes, training-data fingerprint, library versions, features, metrics);
+``<name>/CURRENT`` naming the version the fleet serves (the ``champion`` alias) and
+``<name>/aliases.json`` the other aliases. :mod:`shared.ml.registry` lists and moves aliases.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import joblib
 import numpy as np
 import sklearn
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared import PROJECT_ROOT
 from shared.data import simulator
@@ -34,7 +42,10 @@ from shared.ml.features import (
     request_features,
 )
 
-MODELS_DIR = PROJECT_ROOT / "models"
+MODELS_DIR = PROJECT_ROOT / "models"  # the default store; the setting RIDESTREAM_MODEL_STORE moves it
+CHAMPION = "champion"  # the alias the fleet serves, kept in <name>/CURRENT
+ALIASES_FILE = "aliases.json"  # the other aliases: {"challenger": "v…", …}
+log = logging.getLogger("ridestream.models")
 ModelName = Literal["initial_duration", "dynamic_duration", "tip", "cost"]
 MODEL_NAMES: tuple[ModelName, ...] = ("initial_duration", "dynamic_duration", "tip", "cost")
 TARGETS: dict[str, str] = {
@@ -48,7 +59,28 @@ _BUILD = {"request": request_features, "progress": progress_features}
 
 
 class ModelError(RidestreamError):
-    """A model artifact is missing or cannot be used here."""
+    """A model artifact is missing or cannot be used here (corrupt, another scikit-learn, other
+    features), or a model, version or alias asked for does not exist."""
+
+
+class _StoreSetting(BaseSettings):
+    """``Settings.model_store`` (shared/kafka/settings.py), read here with the same variable, prefix
+    and ``.env`` file: the layers keep ``shared.ml`` from importing ``shared.kafka``, and a model
+    load should not fail on an unrelated bad Kafka setting. A test holds the two to agreeing."""
+
+    model_config = SettingsConfigDict(env_prefix="RIDESTREAM_", env_file=".env", env_file_encoding="utf-8",
+                                      extra="ignore")
+    model_store: Path = MODELS_DIR
+
+
+def model_store() -> Path:
+    """The model store in force: ``RIDESTREAM_MODEL_STORE`` (environment or ``.env``), read at each
+    call, else ``models/`` in the repository."""
+    return _StoreSetting().model_store
+
+
+def _store(models_dir: Path | str | None) -> Path:
+    return Path(models_dir) if models_dir is not None else model_store()
 
 
 def features_of(name: str) -> tuple[str, ...]:
@@ -120,48 +152,174 @@ def _minor(version: str) -> tuple[str, ...]:
     return tuple(version.split(".")[:2])
 
 
-def save_model(estimator: Any, metadata: dict[str, Any], models_dir: Path = MODELS_DIR,
+def checksum(path: Path) -> str:
+    """``sha256:<hex>`` of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write a file so that a reader sees the old bytes or the new ones, never a part: a temporary
+    file beside it, then ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _metadata_text(metadata: dict[str, Any]) -> str:
+    return json.dumps(metadata, indent=2, sort_keys=True) + "\n"
+
+
+def save_model(estimator: Any, metadata: dict[str, Any], models_dir: Path | None = None,
                make_current: bool = True) -> Path:
-    """Write an artifact under ``models_dir/<name>/<version>/`` and, by default, point CURRENT at it."""
+    """Write an artifact under ``<store>/<name>/<version>/`` with the checksum of its bytes in its
+    metadata and, by default, point CURRENT (the champion) at it. Writing a version that is
+    already there with the same bytes keeps its ``created`` time."""
+    store = _store(models_dir)
     name, version = metadata["name"], metadata["version"]
-    path = models_dir / name / version
+    path = store / name / version
     path.mkdir(parents=True, exist_ok=True)
-    joblib.dump(estimator, path / "model.joblib", compress=3)
-    (path / "metadata.json").write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    fd, tmp = tempfile.mkstemp(prefix=".model.joblib.", suffix=".tmp", dir=path)
+    os.close(fd)
+    try:
+        joblib.dump(estimator, tmp, compress=3)
+        digest = checksum(Path(tmp))
+        os.replace(tmp, path / "model.joblib")
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    metadata = {**metadata, "checksum": digest}
+    try:
+        before = json.loads((path / "metadata.json").read_text())
+    except (OSError, ValueError):
+        before = {}
+    if before.get("checksum") == digest and "created" in before:
+        metadata["created"] = before["created"]
+    metadata.setdefault("created", _now())
+    write_atomic(path / "metadata.json", _metadata_text(metadata))
     if make_current:
-        (models_dir / name / "CURRENT").write_text(version + "\n")
+        write_atomic(store / name / "CURRENT", version + "\n")
     return path
 
 
-def resolve(name: str, version: str | None = None, models_dir: Path = MODELS_DIR) -> Path:
-    """The directory of a model: ``version`` may be a version id or a path to an artifact folder."""
+def _now() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def read_aliases(name: str, models_dir: Path | None = None) -> dict[str, str]:
+    """A model's aliases → versions: ``champion`` from CURRENT, the others from aliases.json."""
+    folder = _store(models_dir) / name
+    found: dict[str, str] = {}
+    current = folder / "CURRENT"
+    if current.is_file() and current.read_text().strip():
+        found[CHAMPION] = current.read_text().strip()
+    aliases = folder / ALIASES_FILE
+    if aliases.is_file():
+        try:
+            others = json.loads(aliases.read_text())
+        except ValueError as exc:
+            raise ModelError(f"{aliases} is not valid JSON ({exc}): fix or delete it") from None
+        if not isinstance(others, dict):
+            raise ModelError(f"{aliases} should map alias names to versions: fix or delete it")
+        found.update({str(k): str(v) for k, v in others.items() if k != CHAMPION})
+    return found
+
+
+def resolve(name: str, version: str | None = None, models_dir: Path | None = None) -> Path:
+    """The folder of a model artifact. ``version`` may be None (the champion: CURRENT), a version
+    id, an alias (``challenger``, or ``NAME@ALIAS``), or a path to an artifact folder."""
+    store = _store(models_dir)
     if version and Path(version).is_dir():
         return Path(version)
     if version is None:
-        pointer = models_dir / name / "CURRENT"
-        if not pointer.is_file():
-            raise ModelError(f"no current {name} model in {models_dir}: run `ridestream train`")
+        pointer = store / name / "CURRENT"
+        if not pointer.is_file() or not pointer.read_text().strip():
+            raise ModelError(f"no current {name} model in {store}: run `ridestream train`")
         version = pointer.read_text().strip()
-    path = models_dir / name / version
+    elif "@" in version:
+        owner, _, alias = version.partition("@")
+        if owner and owner != name:
+            raise ModelError(f"{version!r} names model {owner}, not {name}: use {name}@{alias or 'ALIAS'}")
+        aliases = read_aliases(name, store)
+        if alias not in aliases:
+            raise ModelError(f"model {name} has no alias {alias!r} in {store} (aliases: "
+                             f"{', '.join(sorted(aliases)) or 'none'}): see `ridestream models show {name}`")
+        version = aliases[alias]
+    elif not (store / name / version / "metadata.json").is_file():
+        version = read_aliases(name, store).get(version, version)
+    path = store / name / version
     if not (path / "metadata.json").is_file():
-        raise ModelError(f"no {name} model version {version!r} in {models_dir}")
+        raise ModelError(f"no {name} model version {version!r} in {store}")
     return path
 
 
-def load_model(name: str, version: str | None = None, models_dir: Path = MODELS_DIR) -> Model:
-    """Load a model, refusing one trained with another scikit-learn minor version (pickles are
-    not portable across them) with a one-line message saying what to do."""
-    path = resolve(name, version, models_dir)
-    metadata = json.loads((path / "metadata.json").read_text())
+def check_artifact(path: Path | str, name: str | None = None) -> dict[str, Any]:
+    """An artifact folder's metadata, once it is safe to load here; else a :class:`ModelError`
+    with a one-line reason and what to do. Refused: model bytes that do not match the checksum in
+    the metadata (corrupt), another scikit-learn minor version (pickles are not portable across
+    them), and a feature list other than what this code builds for the model. An artifact without
+    a checksum (written before there were any) is accepted with a warning."""
+    path = Path(path)
+    try:
+        metadata = json.loads((path / "metadata.json").read_text())
+    except OSError as exc:
+        raise ModelError(f"cannot read {path / 'metadata.json'}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ModelError(f"{path / 'metadata.json'} is not valid JSON ({exc}): the artifact is corrupt; "
+                         "copy it again or retrain with `ridestream train`") from None
+    name = name or metadata.get("name") or path.parent.name
+    label = f"model {name} {metadata.get('version', path.name)}"
+    if metadata.get("name", name) != name:
+        raise ModelError(f"{label} at {path} is a {metadata['name']} model, not {name}: check the path or version")
+    model_file = path / "model.joblib"
+    if not model_file.is_file():
+        raise ModelError(f"{label} has no model.joblib in {path}: copy the artifact again or retrain it")
+    expected = metadata.get("checksum")
+    if expected is None:
+        log.warning("%s at %s has no checksum in its metadata (an older artifact): loaded unverified", label, path)
+    else:
+        actual = checksum(model_file)
+        if actual != expected:
+            raise ModelError(
+                f"{label} is corrupt: model.joblib's sha256 is {actual.removeprefix('sha256:')[:12]}…, its "
+                f"metadata says {str(expected).removeprefix('sha256:')[:12]}…; copy the artifact again or "
+                f"retrain it with `ridestream train`")
     trained_with = metadata.get("library_versions", {}).get("scikit-learn", "unknown")
     if _minor(trained_with) != _minor(sklearn.__version__):
         raise ModelError(
-            f"model {metadata.get('name', name)} {metadata.get('version', '?')} was trained with "
-            f"scikit-learn {trained_with}, but this environment has {sklearn.__version__}: retrain it "
-            f"with `ridestream train`, or install scikit-learn=={trained_with}"
+            f"{label} was trained with scikit-learn {trained_with}, but this environment has "
+            f"{sklearn.__version__}: retrain it with `ridestream train`, or install scikit-learn=={trained_with}"
         )
+    if name in _KIND:
+        built, listed = list(features_of(name)), list(metadata.get("features") or [])
+        if listed != built:
+            missing = [f for f in built if f not in listed]
+            unexpected = [f for f in listed if f not in built]
+            detail = "; ".join(part for part in (
+                f"missing {', '.join(missing)}" if missing else "",
+                f"unexpected {', '.join(unexpected)}" if unexpected else "",
+            ) if part) or "the same names in another order"
+            raise ModelError(f"{label} was trained on other features than this code builds for {name} ({detail}): "
+                             f"retrain it with `ridestream train`")
+    return metadata
+
+
+def load_model(name: str, version: str | None = None, models_dir: Path | None = None) -> Model:
+    """Load a model — the champion, a version, an alias or an artifact folder (see :func:`resolve`)
+    — once :func:`check_artifact` accepts it; any refusal is a one-line :class:`ModelError`."""
+    path = resolve(name, version, models_dir)
+    metadata = check_artifact(path, name)
     try:
         estimator = joblib.load(path / "model.joblib")
-    except Exception as exc:  # a corrupt or foreign pickle
+    except Exception as exc:  # a foreign pickle, or one without a checksum that is damaged
         raise ModelError(f"cannot load {path / 'model.joblib'}: {type(exc).__name__}: {exc}") from None
     return Model(metadata["name"], metadata["version"], estimator, metadata, path)
