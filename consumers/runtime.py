@@ -31,8 +31,10 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from consumers.control import PlanFollower
+from consumers.deployment import Deployment
 from consumers.metrics import ServiceMetrics
-from consumers.scoring import RideMemory, ServiceSpec, by_event_type, score_groups
+from consumers.scoring import RideMemory, ServiceSpec, by_event_type
 from consumers.sinks import KafkaSink, Sink
 from shared.contract.codec import InvalidMessage, read_event, read_events
 from shared.contract.predictions import Predictions
@@ -53,6 +55,9 @@ OVERDUE_INTERVALS = 5
 # service's time at 5,000 events/s, where batches are a few events each.
 LAG_EVERY_S = 0.5
 
+# While a plan is in force, each replica reports what each variant answered this often (seconds).
+REPORT_EVERY_S = 10.0
+
 # A batch this large is produced while the next batch's trees run (below, the overlap would save
 # under ~2 ms and cost the batch's events the next batch's time: 5k events/s p50 +2 ms measured).
 HOLD_BACK_FROM = 1000
@@ -72,6 +77,7 @@ class ScoredBatch:
     received: float
     result: BatchResult
     predictions: Predictions = field(default_factory=Predictions)
+    shadow: Predictions = field(default_factory=Predictions)  # a shadow candidate's, for its own topic
     dead_letters: list[tuple[Message, list[tuple[str, bytes]]]] = field(default_factory=list)
     first_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
@@ -107,20 +113,27 @@ class Runtime:
                  stop_event: threading.Event | None = None, sink: Sink | None = None,
                  bounds: dict[tuple[str, int], tuple[int, int]] | None = None,
                  progress: Callable[[int], None] | None = None,
-                 observe: Callable[[list[Any]], None] | None = None):
+                 observe: Callable[[list[Any]], None] | None = None, follow_plans: bool = False):
         """``sink`` replaces the Kafka output (replay to a file or a backfill topic). ``bounds``
         — (topic, partition) → [start, end) offsets — makes a bounded run that reads exactly those
         ranges without joining a group or committing anything, and stops by itself. ``progress``
-        hears how many messages each batch took; ``observe`` sees each batch's valid events."""
+        hears how many messages each batch took; ``observe`` sees each batch's valid events.
+        ``follow_plans`` makes the process read its service's deployment plan on ``rides.control``
+        at start and follow it while running (:class:`consumers.control.PlanFollower`)."""
         self.spec = spec
         self.settings = settings
         self.models = models
         self.group_id = group_id or settings.group_id(spec.name)
         self.input_topic = input_topic or settings.topics.events
         self.output_topic = output_topic or settings.topics.predictions(spec.name)
+        self.shadow_topic = settings.topics.shadow(spec.name)
         self.dlq_topic = settings.topics.dlq
         self.metrics = metrics or ServiceMetrics(spec.name)
         self.memory = RideMemory(spec.memory_size)
+        self.deployment = Deployment(models)
+        self.follower = PlanFollower(settings, spec.name, spec.model_names, models) if follow_plans else None
+        self._report_at = 0.0
+        self._variant_counts: dict[str, int] = {}
         self._stop = stop_event or threading.Event()
         self.sink = sink
         self.bounds = bounds
@@ -139,8 +152,7 @@ class Runtime:
         self._lag_at = 0.0
         self._lag_stale = False  # positions moved since the gauge was last computed
         self.totals = BatchResult()
-        for name in spec.model_names:
-            self.metrics.model_info.labels(spec.name, name, models[name].version).set(1)
+        self._show_models()
 
     # --- lifecycle ---------------------------------------------------------------------------
     def stop(self) -> None:
@@ -164,6 +176,9 @@ class Runtime:
         compiling = threading.Thread(target=self.accelerate_models, name="compile-models", daemon=True)
         if s.native_models:
             compiling.start()
+        if self.follower is not None:  # the plan in force before the first batch
+            self.follower.start(wait_s=s.connect_timeout_s + 60)
+            self._take_plan()
         self.consumer = make_consumer(s, self.group_id, on_commit=self._on_commit)
         if self.sink is None:
             self.sink = KafkaSink(s, self.output_topic, self.dlq_topic)
@@ -222,6 +237,8 @@ class Runtime:
         return kept
 
     def _close(self) -> None:
+        if self.follower is not None:
+            self.follower.stop()
         self._emit_deferred()
         if self.bounds is None:
             self._settle(wait=True)  # before the sink closes: a failure there must not be committed
@@ -236,6 +253,8 @@ class Runtime:
         trees run (:func:`shared.ml.compiled.meanwhile`), or as soon as no next batch is waiting
         (:meth:`_next_batch`), so a batch's Python work overlaps the next one's native work."""
         received = time.monotonic()
+        if self.follower is not None:
+            self._take_plan()
         batch = ScoredBatch(received, BatchResult(consumed=len(msgs)))
         valid = [msg for msg in msgs if msg.error() is None]
         if len(valid) < len(msgs):
@@ -258,9 +277,11 @@ class Runtime:
         scored_at = datetime.now(timezone.utc)
         previous, self._deferred = self._deferred, None
         with meanwhile(partial(self._emit, previous)) if previous else nullcontext():
-            batch.predictions = score_groups(self.spec, self.models, self.memory, by_type, scored_at)
+            batch.predictions, batch.shadow = self.deployment.score(self.spec, self.memory, by_type, scored_at)
         self.metrics.scoring.observe(time.monotonic() - received)
         batch.result.predictions = len(batch.predictions)
+        if self.deployment.variants[0] is not None:
+            self._count_variants(batch)
         if len(msgs) >= HOLD_BACK_FROM:
             self._deferred = batch
         else:
@@ -297,6 +318,8 @@ class Runtime:
         for msg, headers in batch.dead_letters:
             self.sink.dead_letter(msg, headers)
         self.sink.emit(batch.predictions)
+        if batch.shadow:
+            self.sink.emit(batch.shadow, self.shadow_topic)
         if not self._unsettled:
             self._unsettled_since = batch.received
         for tp, offset in batch.first_offsets.items():
@@ -324,6 +347,46 @@ class Runtime:
             ("source.topic", msg.topic().encode()), ("source.partition", str(msg.partition()).encode()),
             ("source.offset", str(msg.offset()).encode()), ("service", self.spec.name.encode()),
         ]
+
+    # --- the deployment plan -----------------------------------------------------------------
+    def _take_plan(self) -> None:
+        """Swap in the deployment the follower prepared for a new plan, if any: between two
+        batches, so every batch is scored by one deployment and no event is lost or answered twice."""
+        deployment = self.follower.take()
+        if deployment is None:
+            return
+        self._report(force=True)  # what the old deployment answered
+        self._report_at = time.monotonic()
+        self.deployment = deployment
+        self.models = deployment.stable
+        self._show_models()
+        plan = deployment.plan
+        log.info("%s: now serving %s", self.spec.name, deployment.describe())
+        self.follower.writer.audit(self.spec.name, plan.plan_id, "swapped", deployment.describe())
+
+    def _show_models(self) -> None:
+        self.metrics.model_info.clear()
+        for variant, models in self.deployment.models().items():
+            for name, model in models.items():
+                self.metrics.model_info.labels(self.spec.name, name, model.version).set(1)
+
+    def _count_variants(self, batch: ScoredBatch) -> None:
+        counts = self._variant_counts
+        for part in (*batch.predictions.parts, *batch.shadow.parts):
+            counts[part.variant] = counts.get(part.variant, 0) + len(part)
+        self._report()
+
+    def _report(self, force: bool = False) -> None:
+        """Every ``REPORT_EVERY_S`` while a plan is in force: how many predictions each variant made
+        here, on the audit topic (``deploy status`` shows the shares the replicas really served)."""
+        at = time.monotonic()
+        if not self._variant_counts or self.follower is None or (not force and at - self._report_at < REPORT_EVERY_S):
+            return
+        plan = self.deployment.plan
+        extra = {"shadow": self.deployment.take_pairing()} if plan is not None and plan.shadows else {}
+        self.follower.writer.audit(self.spec.name, plan.plan_id if plan else 0, "report", "",
+                                   predictions=self._variant_counts, seconds=round(at - self._report_at, 3), **extra)
+        self._variant_counts, self._report_at = {}, at
 
     # --- offsets and rebalancing -------------------------------------------------------------
     def _settle_if_due(self) -> None:

@@ -101,8 +101,9 @@ def score_batch(spec: ServiceSpec, models: dict[str, Model], memory: RideMemory,
 
 
 def score_groups(spec: ServiceSpec, models: dict[str, Model], memory: RideMemory,
-                 by_type: dict[str, list[Any]], scored_at: datetime) -> Predictions:
-    """:func:`score_batch` for events already grouped by :func:`by_event_type`."""
+                 by_type: dict[str, list[Any]], scored_at: datetime, variant: str | None = None) -> Predictions:
+    """:func:`score_batch` for events already grouped by :func:`by_event_type`; ``variant`` is
+    stamped on every prediction (while a deployment plan is in force)."""
     parts = []
     for rule in spec.rules:
         batch = by_type.get(rule.event_type)
@@ -113,7 +114,7 @@ def score_groups(spec: ServiceSpec, models: dict[str, Model], memory: RideMemory
         parts.append(PredictionColumns(
             spec.name, model.version, [e.ride_id for e in batch], [e.event_id for e in batch],
             [e.event_time for e in batch], np.round(values, 3).tolist(), scored_at,
-            remaining_min=None if remaining is None else np.round(remaining, 3).tolist(),
+            remaining_min=None if remaining is None else np.round(remaining, 3).tolist(), variant=variant,
         ))
     if spec.forget_on and spec.forget_on in by_type:
         memory.forget([e.ride_id for e in by_type[spec.forget_on]])

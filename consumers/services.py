@@ -61,12 +61,21 @@ SERVICE_SPECS: dict[Service, ServiceSpec] = {s.name: s for s in (DURATION, TIP, 
 
 def pick_models(spec: ServiceSpec, choices: list[str] | None) -> dict[str, Model]:
     """The service's models (for `consume` and `replay`): the current ones, except those a
-    choice names — ``NAME=VERSION``, a bare version id of one of the service's models, or an
-    artifact folder."""
+    choice names (:func:`choose_versions`)."""
+    versions = choose_versions(spec, choices)
+    return {name: load_model(name, versions.get(name)) for name in spec.model_names}
+
+
+def choose_versions(spec: ServiceSpec, choices: list[str] | None) -> dict[str, str]:
+    """Model name → version (or artifact folder) for each choice: ``NAME=VERSION``, a bare
+    version id of one of the service's models, or an artifact folder."""
     versions: dict[str, str] = {}
     for choice in choices or []:
         name, sep, version = choice.partition("=")
         if sep:
+            if name not in spec.model_names:
+                raise RidestreamError(f"{name} is not a model of the {spec.name} service "
+                                      f"({', '.join(spec.model_names)})")
             versions[name] = version
             continue
         metadata = Path(choice) / "metadata.json"
@@ -82,7 +91,7 @@ def pick_models(spec: ServiceSpec, choices: list[str] | None) -> dict[str, Model
             raise RidestreamError(f"no single {spec.name} model has version {choice!r}: "
                                   f"use NAME=VERSION with NAME one of {', '.join(spec.model_names)}")
         versions[owners[0]] = choice
-    return {name: load_model(name, versions.get(name)) for name in spec.model_names}
+    return versions
 
 
 def _has_version(name: str, version: str) -> bool:

@@ -26,7 +26,7 @@ FILE_FORMATS = (".parquet", ".csv", ".jsonl")
 
 
 class Sink(Protocol):
-    def emit(self, predictions: Predictions) -> None: ...
+    def emit(self, predictions: Predictions, topic: str | None = None) -> None: ...
     def dead_letter(self, msg: Message, headers: list[tuple[str, bytes]]) -> None: ...
     def flush(self) -> int: ...
     def settled(self) -> int | None: ...
@@ -54,8 +54,9 @@ class KafkaSink:
         if err is not None:
             self.failed += 1
 
-    def emit(self, predictions: Predictions) -> None:
-        produce_one, topic = self.producer.produce, self.topic
+    def emit(self, predictions: Predictions, topic: str | None = None) -> None:
+        """``topic``: another than the sink's (a shadow candidate's predictions)."""
+        produce_one, topic = self.producer.produce, topic or self.topic
         for part in predictions.parts:  # wire bytes built column-wise, no dicts
             for key, value in zip(part.keys(), part.encoded()):
                 try:
@@ -92,8 +93,9 @@ class FileSink:
             raise ValueError(f"{path}: the output must end in {', '.join(FILE_FORMATS)}")
         self.parts: list[PredictionColumns] = []
 
-    def emit(self, predictions: Predictions) -> None:
-        self.parts.extend(predictions.parts)
+    def emit(self, predictions: Predictions, topic: str | None = None) -> None:
+        if topic is None:  # a replay follows no plan, so it has no shadow output
+            self.parts.extend(predictions.parts)
 
     def dead_letter(self, msg: Message, headers: list[tuple[str, bytes]]) -> None:
         pass

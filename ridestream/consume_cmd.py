@@ -20,9 +20,11 @@ def consume(
     group: str = typer.Option(None, help="consumer group (default ridestream-<service>)"),
     batch_size: int = typer.Option(None, help="most messages per batch (default 10000)"),
     metrics_port: int = typer.Option(None, help="serve /metrics on this port (0 = off)"),
-    model: list[str] = typer.Option(None, "--model", help="VERSION, NAME=VERSION or an artifact folder, to pin a model"),
+    model: list[str] = typer.Option(None, "--model", help="VERSION, NAME=VERSION or an artifact folder, to pin a "
+                                    "model (a pinned process follows no deployment plan)"),
 ) -> None:
-    """Run one process of a service until SIGTERM or Ctrl-C, which drain it cleanly."""
+    """Run one process of a service until SIGTERM or Ctrl-C, which drain it cleanly. It serves each
+    model's champion, or what the deployment plan on rides.control says, and follows new plans live."""
     stopping = threading.Event()  # set by SIGTERM/Ctrl-C, even before the runtime exists
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
@@ -32,7 +34,7 @@ def consume(
     settings = load_settings(**{k: v for k, v in overrides.items() if v is not None})
     spec = SERVICE_SPECS[service]  # type: ignore[index]
     models = pick_models(spec, model)
-    runtime = Runtime(spec, settings, models, group_id=group, stop_event=stopping)
+    runtime = Runtime(spec, settings, models, group_id=group, stop_event=stopping, follow_plans=not model)
     require_topics(make_admin(settings), settings, [runtime.input_topic, runtime.output_topic, runtime.dlq_topic])
     runtime.metrics.serve(settings.metrics_port)
     versions = ", ".join(f"{n} {m.version}" for n, m in models.items())

@@ -73,12 +73,13 @@ class DeploymentPlan(WireModel):
         return [self.stable, self.candidate] if (self.splits or self.shadows) else [self.stable]
 
 
-Action = Literal["plan", "step", "promote", "rollback", "refused", "loaded", "swapped", "alias", "decision"]
+Action = Literal["plan", "step", "promote", "rollback", "refused", "loaded", "swapped", "alias", "decision", "report"]
 
 
 class AuditRecord(WireModel):
     """One line of ``rides.control.audit``: a plan change (manual or automatic), an analysis
-    decision, or what a replica did with a plan (loaded, swapped, refused)."""
+    decision, what a replica did with a plan (loaded, swapped, refused), or a replica's periodic
+    report while a plan is in force (events and scoring time per variant)."""
 
     schema_version: Literal[1] = SCHEMA_VERSION
     service: Service

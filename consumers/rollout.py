@@ -1,0 +1,149 @@
+"""How a rollout moves: the plan transitions (start, step, promote, roll back) — pure functions the
+CLI and the controller share — and the controller that judges canaries and A/B tests online.
+
+The controller runs inside the online evaluator (``ridestream evaluate --online``), which holds the
+joined outcomes it judges by. Like Argo Rollouts and Flagger: a canary holds each step for its
+interval, and the analysis runs throughout — as soon as both sides have the minimum sample and the
+candidate is worse by more than the plan's threshold, it is rolled back (share 0, audited); at the
+end of a step that passed, the next step; past a last step of 100 %, promotion (the ``champion``
+alias moves). Without enough samples a step holds: no decision is taken on too little evidence.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from shared.contract.control import DeploymentPlan, new_salt
+
+log = logging.getLogger("ridestream.rollout")
+
+DEFAULT_STEPS = (5.0, 25.0, 50.0, 100.0)
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def start_plan(service: str, strategy: str, stable: dict[str, str], candidate: dict[str, str],
+               previous: DeploymentPlan | None, *, steps: list[float] | None = None, share: float = 50.0,
+               interval_s: float = 600.0, max_mae_ratio: float = 1.10, min_samples: int = 200,
+               reason: str = "") -> DeploymentPlan:
+    """A new active plan, numbered after ``previous`` (the plan in force, if any), with a fresh salt."""
+    plan_id = (previous.plan_id if previous else 0) + 1
+    steps = list(steps or (DEFAULT_STEPS if strategy == "canary" else []))
+    at = now()
+    return DeploymentPlan(
+        service=service, plan_id=plan_id, strategy=strategy, state="active", stable=stable, candidate=candidate,
+        share=steps[0] if strategy == "canary" else (share if strategy == "ab" else 0.0), steps=steps, step=0,
+        interval_s=interval_s, salt=new_salt(service, plan_id), max_mae_ratio=max_mae_ratio,
+        min_samples=min_samples, created_at=at, step_started_at=at, reason=reason)
+
+
+def _next(plan: DeploymentPlan, reason: str, **changes: Any) -> DeploymentPlan:
+    return plan.model_copy(update={"plan_id": plan.plan_id + 1, "reason": reason, **changes})
+
+
+def next_step(plan: DeploymentPlan, reason: str) -> DeploymentPlan:
+    step = plan.step + 1
+    return _next(plan, reason, step=step, share=plan.steps[step], step_started_at=now())
+
+
+def promoted(plan: DeploymentPlan, reason: str) -> DeploymentPlan:
+    """The candidate becomes the stable: every replica serves it, no split, no variant."""
+    return _next(plan, reason, strategy=None, state="promoted", stable=plan.candidate, candidate={}, share=0.0,
+                 steps=[], step=0, step_started_at=now())
+
+
+def rolled_back(plan: DeploymentPlan, reason: str) -> DeploymentPlan:
+    """Back to the stable alone, at once: replicas hold it loaded beside the candidate."""
+    return _next(plan, reason, strategy=None, state="rolled_back", candidate={}, share=0.0, steps=[], step=0,
+                 step_started_at=now())
+
+
+def judged_model(plan: DeploymentPlan) -> tuple[str, str, str, str]:
+    """(model, stable version, candidate version, stage) the analysis compares: the first model
+    whose version the plan changes; the dynamic duration model is judged half way through rides."""
+    for name in sorted(plan.candidate):
+        if plan.candidate[name] != plan.stable.get(name):
+            return name, plan.stable.get(name, ""), plan.candidate[name], ("p50" if name == "dynamic_duration" else "request")
+    name = sorted(plan.candidate)[0]
+    return name, plan.stable.get(name, ""), plan.candidate[name], "request"
+
+
+Stats = Any  # consumers.analysis.Stats
+StatsOf = Callable[[str, str, str, str, float], Stats]  # service, version, variant, stage, since (unix s)
+
+
+class RolloutController:
+    """Judges the active canary and A/B plans on each tick and writes what it decides.
+
+    ``stats_of`` gives the online error of (service, model version, variant, stage) since a time;
+    ``write(plan, action, reason, **detail)`` puts a plan in force and audits it;
+    ``audit(service, plan_id, action, reason, **detail)`` records a decision;
+    ``promote_alias(plan)`` moves the champion alias in the model store."""
+
+    def __init__(self, plans: Callable[[], dict[str, DeploymentPlan]], stats_of: StatsOf,
+                 write: Callable[..., None], audit: Callable[..., None],
+                 promote_alias: Callable[[DeploymentPlan], None] = lambda plan: None):
+        self.plans = plans
+        self.stats_of = stats_of
+        self.write = write
+        self.audit = audit
+        self.promote_alias = promote_alias
+        self._verdicts: dict[tuple[str, int], str] = {}  # the A/B verdict last audited per plan
+
+    def tick(self) -> None:
+        for plan in self.plans().values():
+            if plan.state != "active" or not plan.candidate:
+                continue
+            try:
+                if plan.strategy == "canary":
+                    self._canary(plan)
+                elif plan.strategy == "ab":
+                    self._ab(plan)
+            except Exception:  # one service's analysis must not stop the others'
+                log.exception("%s: analysis of plan %d failed", plan.service, plan.plan_id)
+
+    def _sides(self, plan: DeploymentPlan, stable_variant: str, candidate_variant: str) -> tuple[Stats, Stats, dict]:
+        model, stable_v, candidate_v, stage = judged_model(plan)
+        since = plan.step_started_at.timestamp()
+        stable = self.stats_of(plan.service, stable_v, stable_variant, stage, since)
+        candidate = self.stats_of(plan.service, candidate_v, candidate_variant, stage, since)
+        detail = {"model": model, "stage": stage, stable_variant: _figures(stable), candidate_variant: _figures(candidate)}
+        return stable, candidate, detail
+
+    def _canary(self, plan: DeploymentPlan) -> None:
+        from consumers.analysis import canary_verdict
+
+        stable, candidate, detail = self._sides(plan, "stable", "candidate")
+        verdict, reason = canary_verdict(stable, candidate, plan.min_samples, plan.max_mae_ratio)
+        if verdict == "fail":
+            log.warning("%s: rolling back plan %d: %s", plan.service, plan.plan_id, reason)
+            self.write(rolled_back(plan, f"automatic rollback: {reason}"), "rollback", **detail)
+            return
+        held = (now() - plan.step_started_at).total_seconds()
+        if verdict != "pass" or held < plan.interval_s:
+            return
+        if plan.step + 1 < len(plan.steps):
+            nxt = next_step(plan, f"step {plan.step + 1} passed: {reason}")
+            self.write(nxt, "step", **detail)
+        elif plan.share >= 100:
+            done = promoted(plan, f"last step passed: {reason}")
+            self.write(done, "promote", **detail)
+            self.promote_alias(done)
+
+    def _ab(self, plan: DeploymentPlan) -> None:
+        from consumers.analysis import ab_verdict
+
+        a, b, detail = self._sides(plan, "a", "b")
+        verdict, figures = ab_verdict(a, b, plan.min_samples)
+        if self._verdicts.get((plan.service, plan.plan_id)) != verdict:
+            self._verdicts[(plan.service, plan.plan_id)] = verdict
+            self.audit(plan.service, plan.plan_id, "decision", f"A/B: {verdict}", **detail, **figures)
+
+
+def _figures(stats: Stats) -> dict[str, float]:
+    return {"n": stats.n, "mae": round(stats.mae, 4), "sd": round(stats.sd, 4)}
