@@ -20,6 +20,7 @@ from ridestream import (  # noqa: E402
     bench_cmd,
     broker_cmd,
     consume_cmd,
+    deploy_cmd,
     offsets_cmd,
     produce_cmd,
     replay_cmd,
@@ -52,6 +53,7 @@ app.command("report")(batch_cmd.report)
 app.command("bench")(bench_cmd.bench)
 app.command("train")(train_cmd.train)
 app.command("evaluate")(train_cmd.evaluate)
+app.add_typer(deploy_cmd.app, name="deploy")
 
 
 @app.callback()
