@@ -127,8 +127,12 @@ def simulate(cal: Calibration, n: int, seed: int = 0, start: pd.Timestamp | str 
     share = cal.card_tip_share[rng.integers(0, len(cal.card_tip_share), n)]
     tip = np.where(payment == 1, np.round((fare + other) * share, 2), 0.0)
     cost = np.round(fare + other, 2)
+    # who rides: a pool of a quarter as many riders as rides, some riding far more often than others;
+    # drawn from a generator of its own so the rides themselves are what they were before riders
+    riders = max(n // 4, 1)
+    rider = np.minimum((riders * np.random.default_rng([seed, 1]).random(n) ** 2).astype(np.int64), riders - 1)
     return pd.DataFrame({
-        "ride_index": np.arange(n),
+        "ride_index": np.arange(n), "rider_index": rider,
         "requested_s": requested_s, "started_s": started_s,
         "pickup_zone": pickup, "dropoff_zone": dropoff, "trip_distance_mi": distance,
         "passenger_count": t["passenger_count"].to_numpy(), "payment_type": payment,
@@ -204,12 +208,16 @@ def progress_at_fractions(distance: np.ndarray, duration_min: np.ndarray, fracti
 def lifecycle_events(rides: pd.DataFrame, prog: pd.DataFrame, id_prefix: str = "sim") -> list[dict]:
     """The rides as contract events (plain dicts, ready for :func:`shared.contract.codec.encode_dict`), in
     event-time order: ``ride_requested`` → ``ride_started`` → ``ride_progress``… →
-    ``ride_completed`` with the actuals. ``initial_duration_min`` is left for the backend to stamp.
+    ``ride_completed`` with the actuals, each with the ride's ``rider_id``. ``initial_duration_min``
+    is left for the backend to stamp.
     """
     def iso(seconds: np.ndarray) -> np.ndarray:
         return np.datetime_as_string((seconds * 1000).astype("datetime64[ms]"), unit="ms", timezone="UTC")
 
     ride_ids = np.char.add(f"{id_prefix}-", rides["ride_index"].to_numpy().astype(str))
+    # the backend stamps the rider on every event of the ride (A/B cohorts stick to riders)
+    rider_ids = (np.char.add(f"{id_prefix}-rider-", rides["rider_index"].to_numpy().astype(str)).tolist()
+                 if "rider_index" in rides else None)
     started = rides["started_s"].to_numpy()
     ended = started + rides["duration_min"].to_numpy() * 60
     times: list[np.ndarray] = []
@@ -220,6 +228,8 @@ def lifecycle_events(rides: pd.DataFrame, prog: pd.DataFrame, id_prefix: str = "
         for i, (r, t, s) in enumerate(zip(ride_ids[ride].tolist(), iso(seconds).tolist(), suffix.tolist())):
             event = {"schema_version": 1, "event_id": f"{r}-{s}", "event_type": kind, "ride_id": r,
                      "event_time": t}
+            if rider_ids is not None:
+                event["rider_id"] = rider_ids[ride[i]]
             for name, values in columns.items():
                 event[name] = values[i]
             events.append(event)
