@@ -319,6 +319,16 @@ def _front(rides: dict[str, array], due: Callable[[array], bool]) -> list[str]:
     return out
 
 
+def ahead_of_slowest(last_ts: dict[tuple[str, int], float], align_s: float) -> set[tuple[str, int]]:
+    """The partitions whose last message read is more than ``align_s`` later than the slowest
+    one's: paused during the start-up replay, so every input moves through time together (the
+    slowest is never among them, so the replay always moves on)."""
+    if not last_ts:
+        return set()
+    slowest = min(last_ts.values())
+    return {tp for tp, ts in last_ts.items() if ts > slowest + align_s}
+
+
 class EvaluatorMetrics:
     """Prometheus metrics of the evaluator, in their own registry (like ServiceMetrics)."""
 
@@ -612,8 +622,7 @@ class OnlineEvaluator:
                 self._ready.set()
                 log.info("caught up: %d rides held", self.state.rides_held)
             return
-        slowest = min(self._last_ts.values())
-        ahead = {tp for tp, ts in self._last_ts.items() if ts > slowest + self.align_s}
+        ahead = ahead_of_slowest(self._last_ts, self.align_s)
         if ahead - self._paused:
             self._consumer.pause([TopicPartition(t, p) for t, p in ahead - self._paused])
         if self._paused - ahead:

@@ -69,37 +69,6 @@ def start(settings, **kwargs) -> tuple[OnlineEvaluator, threading.Thread]:
     return evaluator, thread
 
 
-def test_online_mae_per_variant_and_stage_and_a_restart_rebuilds_it(kafka):
-    kafka.create_contract_topics()
-    s = kafka.settings
-    rides = Rides(s, RIDES, seed=11)
-    ids = rides.ids
-
-    ev1, t1 = start(s)
-    try:
-        check_first_evaluator(s, rides, ev1)
-    finally:
-        ev1.stop()
-        t1.join(30)
-    assert not t1.is_alive()
-    assert ev1.totals.malformed == 1 and ev1.totals.counts.duplicates == 20
-    before = ev1.figures()
-
-    # while no evaluator runs, cost predictions arrive: the next one must judge them too
-    rides.predict("cost", ids, lambda c: round(c["total_amount"] - c["tip_amount"], 2) - 0.25, "c1")
-    ev2, t2 = start(s)
-    try:
-        assert wait_for(lambda: published_as_expected(s, {"cost/c1/none/request": (RIDES, 0.25)}), timeout=30), \
-            shown(s)
-        after = ev2.figures()
-        for key, stats in before.items():
-            assert after[key].n == stats.n and after[key].mae == pytest.approx(stats.mae), key
-        assert ev2.counts().duplicates == 20  # rebuilt from the same messages, the same verdicts
-    finally:
-        ev2.stop()
-        t2.join(30)
-
-
 EXPECTED = {
     "tip/v1/stable/request": (RIDES // 2, 0.5),
     "tip/v2/candidate/request": (RIDES // 2, 1.0),
@@ -114,11 +83,13 @@ def published_as_expected(settings, extra: dict | None = None) -> bool:
                for k, (n, mae) in {**EXPECTED, **(extra or {})}.items())
 
 
-def shown(settings) -> dict:
+def shown(settings) -> str:
     return str({k: (v["n"], round(v["mae"], 4)) for k, v in quality(settings).items()})
 
 
 def check_first_evaluator(s, rides: Rides, ev1: OnlineEvaluator) -> None:
+    """Predictions with known errors, before and after their rides complete, repeated, on a shadow
+    topic made while the evaluator runs, and one unreadable: the published figures are exact."""
     ids, half = rides.ids, RIDES // 2
     stable, candidate = ids[0::2], ids[1::2]
     first_half, second_half = set(ids[:half]), set(ids[half:])
@@ -150,6 +121,37 @@ def check_first_evaluator(s, rides: Rides, ev1: OnlineEvaluator) -> None:
     assert ev1.stats("tip", "v2", "candidate").mae == pytest.approx(1.0)
     assert ev1.stats("tip", variant="shadow").n == RIDES
     assert ev1.stats("duration", "d1", stage="p50").mae == pytest.approx(2.0, abs=1e-3)
+
+
+def test_online_mae_per_variant_and_stage_and_a_restart_rebuilds_it(kafka):
+    kafka.create_contract_topics()
+    s = kafka.settings
+    rides = Rides(s, RIDES, seed=11)
+    ids = rides.ids
+
+    ev1, t1 = start(s)
+    try:
+        check_first_evaluator(s, rides, ev1)
+    finally:
+        ev1.stop()
+        t1.join(30)
+    assert not t1.is_alive()
+    assert ev1.totals.malformed == 1 and ev1.totals.counts.duplicates == 20
+    before = ev1.figures()
+
+    # while no evaluator runs, cost predictions arrive: the next one must judge them too
+    rides.predict("cost", ids, lambda c: round(c["total_amount"] - c["tip_amount"], 2) - 0.25, "c1")
+    ev2, t2 = start(s)
+    try:
+        assert wait_for(lambda: published_as_expected(s, {"cost/c1/none/request": (RIDES, 0.25)}), timeout=30), \
+            shown(s)
+        after = ev2.figures()
+        for key, stats in before.items():
+            assert after[key].n == stats.n and after[key].mae == pytest.approx(stats.mae), key
+        assert ev2.counts().duplicates == 20  # rebuilt from the same messages, the same verdicts
+    finally:
+        ev2.stop()
+        t2.join(30)
 
 
 def test_the_command_runs_until_sigterm_and_says_what_it_did(kafka):

@@ -9,7 +9,7 @@ import tracemalloc
 import orjson
 import pytest
 
-from consumers.evaluator import INITIAL, REQUEST, JoinState, read_prediction, stage_of
+from consumers.evaluator import INITIAL, REQUEST, JoinState, ahead_of_slowest, read_prediction, stage_of
 
 T0 = 1_800_000_000.0  # a unix time, on a bucket boundary
 
@@ -171,6 +171,12 @@ def test_buckets_older_than_the_retention_are_forgotten() -> None:
     tip(s, "late", 3.0, T0 + 700)
     s.add_completion("late", 10, 2.0, 9.0, completed_ts=T0 + 50, now=T0 + 700)  # completed long ago
     assert s.stats("tip").n == 0 and s.counts.too_old == 1
+
+
+def test_the_replay_pauses_the_partitions_ahead_of_the_slowest() -> None:
+    last = {("events", 0): T0, ("events", 1): T0 + 100, ("tip", 0): T0 + 30, ("tip", 1): T0 + 31}
+    assert ahead_of_slowest(last, 30) == {("events", 1), ("tip", 1)}
+    assert ahead_of_slowest({("events", 0): T0}, 30) == set() and ahead_of_slowest({}, 30) == set()
 
 
 def fill(s: JoinState, rides: int, start: int = 0, now: float = T0) -> None:
