@@ -25,11 +25,14 @@ fraction elapsed / actual duration → ``p25``, ``p50`` or ``p75``, the nearest 
 **The aggregates** are n, Σ|e| and Σ|e|² per (service, model version, variant, stage) in
 ``bucket_s`` (10 s) buckets of the completion's message time, kept ``retain_s`` (1 h): any span
 within that can be asked (:meth:`OnlineEvaluator.stats`), and every ``publish_every_s`` the last
-``window_s`` (10 min) is published. A bucket counts in a span when it starts inside it.
+``window_s`` (10 min) is published. A bucket counts in a span when it starts inside it. The live
+backend stamps each event with the time it sends it; a completion whose message time is already
+older than ``retain_s`` (a TLC file replayed at the trips' own times) is joined but counted in no
+bucket (``counts.too_old``).
 
 **A restart loses nothing.** The evaluator commits no offsets. It assigns itself every partition
-of its input topics (no group membership: a join needs both sides of a ride in one process, and
-a group would split them between members) and starts each at the first offset whose time is at
+of its input topics (its group id, ``NAMESPACEridestream-evaluator``, is never joined: a join
+needs both sides of a ride in one process, and a group would split them between members) and starts each at the first offset whose time is at
 or after now − ``horizon_s`` (default ``ttl_s + retain_s``: the predictions of any ride that
 completed within the retained buckets). Aggregates are keyed by the completion's message time,
 not by when it was read, so the replay rebuilds the same buckets. While it catches up, partitions
