@@ -21,6 +21,7 @@ from ridestream import (  # noqa: E402
     broker_cmd,
     consume_cmd,
     deploy_cmd,
+    models_cmd,
     offsets_cmd,
     produce_cmd,
     replay_cmd,
@@ -53,6 +54,7 @@ app.command("report")(batch_cmd.report)
 app.command("bench")(bench_cmd.bench)
 app.command("train")(train_cmd.train)
 app.command("evaluate")(train_cmd.evaluate)
+app.add_typer(models_cmd.app, name="models")
 app.add_typer(deploy_cmd.app, name="deploy")
 
 

@@ -7,47 +7,96 @@ from pathlib import Path
 import typer
 from rich.markdown import Markdown
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from ridestream.console import out
 from shared import PROJECT_ROOT
-from shared.ml.artifacts import MODEL_NAMES, MODELS_DIR, load_model
+from shared.kafka.settings import load_settings
+from shared.ml.artifacts import CHAMPION, MODEL_NAMES, ModelError, load_model, read_aliases
+from shared.ml.registry import aliases, versions
+from training.candidates import REQUEST_MODELS, distance_only
 from training.data import load_dataset
 from training.evaluate import evaluate as evaluate_models
 from training.evaluate import write_report
-from training.train import TrainConfig
+from training.train import TrainConfig, chosen_models
 from training.train import train as train_models
 
 REPORTS_DIR = PROJECT_ROOT / "reports"
-_STEPS = 7
+
+
+def _store(models_dir: Path | None) -> Path:
+    return models_dir if models_dir is not None else load_settings().model_store
 
 
 def train(
     data: list[str] = typer.Option(None, "--data", help="TLC files, folders or globs (CSV/Parquet); default: the shipped real sample"),
     simulated: int = typer.Option(20_000, help="simulated rides whose progress trains the dynamic model"),
     seed: int = typer.Option(42, help="seed of the split, the simulator and the models"),
-    models_dir: Path = typer.Option(MODELS_DIR, help="where artifacts are written"),
+    models: str = typer.Option(None, "--models", help="train only these, comma-separated (e.g. tip,cost); "
+                               "the others' champions are built on. Default: all four"),
+    champion: bool = typer.Option(False, "--champion", help="make the new versions champions (what the fleet "
+                                  "serves) instead of challengers"),
+    worse: bool = typer.Option(False, "--worse", help="a deliberately worse candidate instead: distance-only "
+                               "linear regression of the request-time models (seconds)"),
+    models_dir: Path = typer.Option(None, "--store", "--models-dir", help="the model store; default "
+                                    "RIDESTREAM_MODEL_STORE (models/)"),
 ) -> None:
-    """Train the four models on real TLC trips and write versioned artifacts."""
+    """Train the models on real TLC trips into the model store: each new version becomes its
+    model's challenger (its champion with --champion, or when it has none yet)."""
+    store = _store(models_dir)
     cfg = TrainConfig(data=list(data or []), simulated=simulated, seed=seed)
-    with Progress(TextColumn("{task.description:<55}"), BarColumn(), TimeElapsedColumn(), console=out) as bar:
-        task = bar.add_task("training", total=_STEPS)
+    names = chosen_models(models.split(",") if models else None)
+    if worse:
+        names = names if models else REQUEST_MODELS
+        if any(n not in REQUEST_MODELS for n in names):
+            raise ModelError(f"--worse makes candidates of the request-time models only: {', '.join(REQUEST_MODELS)}")
+        ds = load_dataset(cfg.data or None, cfg.seed, cfg.test_fraction)
+        paths = {name: distance_only(name, store, cfg, champion=champion, ds=ds) for name in names}
+    else:
+        steps = 2 + sum(n != "dynamic_duration" for n in names) + 2 * ("dynamic_duration" in names)
+        with Progress(TextColumn("{task.description:<55}"), BarColumn(), TimeElapsedColumn(), console=out) as bar:
+            task = bar.add_task("training", total=steps)
 
-        def step(message: str) -> None:
-            bar.update(task, advance=1, description=message)
+            def step(message: str) -> None:
+                bar.update(task, advance=1, description=message)
 
-        paths = train_models(cfg, models_dir, step)
-        bar.update(task, completed=_STEPS, description="done")
+            paths = train_models(cfg, store, step, models=names, champion=champion)
+            bar.update(task, completed=steps, description="done")
+    table = Table("model", "version", "aliases", "MAE", "champion's MAE", title=f"trained into {store}")
+    champions_moved, other_split = False, False
     for name, path in paths.items():
-        out.print(f"  {name:<17} {path}")
-    _report(models_dir, REPORTS_DIR)
+        listed = {v.version: v for v in versions(name, store)}
+        new, current = listed[path.name], listed.get(aliases(name, store).get(CHAMPION, ""))
+        champions_moved |= CHAMPION in new.aliases
+        other_split |= current is not None and _split(current.metadata) != _split(new.metadata)
+        table.add_row(name, new.version, ", ".join(new.aliases) or "-", _mae(new.mae),
+                      _mae(current.mae) if current is not None else "-")
+    out.print(table)
+    if other_split:
+        out.print("note: MAE on held-out trips of another split than the champion's (other data or --seed); "
+                  "compare online with a canary or shadow")
+    if champions_moved and all(CHAMPION in read_aliases(n, store) for n in MODEL_NAMES):
+        _report(store, REPORTS_DIR)  # the report describes the champions
+    elif not champions_moved:
+        out.print("the champions stay; promote one with `ridestream models alias NAME champion challenger`")
+
+
+def _split(metadata: dict) -> tuple:
+    training = metadata.get("training") or {}
+    return training.get("fingerprint"), training.get("seed"), training.get("test_fraction")
+
+
+def _mae(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def evaluate(
-    models_dir: Path = typer.Option(MODELS_DIR, help="where the current artifacts are"),
+    models_dir: Path = typer.Option(None, "--store", "--models-dir", help="the model store; default "
+                                    "RIDESTREAM_MODEL_STORE (models/)"),
     out_dir: Path = typer.Option(REPORTS_DIR, "--out", help="where evaluation.md and .json go"),
 ) -> None:
-    """MAE of the current models on held-out real trips, next to the baselines."""
-    _report(models_dir, out_dir)
+    """MAE of the champion models on held-out real trips, next to the baselines."""
+    _report(_store(models_dir), out_dir)
 
 
 def _report(models_dir: Path, out_dir: Path) -> None:

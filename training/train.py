@@ -9,6 +9,12 @@
 Each model is chosen among gradient-boosting candidates (single models and, for request-time
 models, a small ensemble using the zones' typical pace) by MAE on a validation split of the
 training data; the held-out test trips are only used by the evaluation.
+
+The artifacts go into the model store and are registered (:func:`shared.ml.registry.register`):
+each new version becomes its model's ``challenger`` — or its ``champion`` when asked, or when the
+model has none yet. A subset of the models can be trained; the others' champions are what the
+subset builds on (the cost and dynamic models on the initial duration model) and is evaluated
+beside.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,8 +38,19 @@ from sklearn.model_selection import KFold, cross_val_predict, train_test_split
 from sklearn.pipeline import Pipeline, make_pipeline
 
 from shared.data import simulator
-from shared.ml.artifacts import MODELS_DIR, TARGETS, build_features, features_of, save_model
+from shared.ml.artifacts import (
+    MODEL_NAMES,
+    TARGETS,
+    Model,
+    ModelError,
+    build_features,
+    features_of,
+    load_model,
+    model_store,
+    save_model,
+)
 from shared.ml.cost_model import CostFromDuration
+from shared.ml.registry import register
 from shared.ml.features import REQUEST_CATEGORICAL, ZonePace, request_columns
 from training.data import Dataset, load_dataset
 from training.evaluate import evaluate
@@ -178,29 +195,69 @@ def version_id(name: str, ds: Dataset, cfg: TrainConfig, estimator: Any, depends
     return "v" + hashlib.sha256(key.encode()).hexdigest()[:10]
 
 
-def train(cfg: TrainConfig, models_dir: Path = MODELS_DIR, step: Step = lambda _: None) -> dict[str, Path]:
-    """Train all four models on ``cfg``; returns name → artifact folder."""
+def chosen_models(models: Iterable[str] | None) -> tuple[str, ...]:
+    """The models named (all four when None or empty), in training order; a one-line error for an
+    unknown name."""
+    named = [m.strip() for m in (models or []) if m.strip()]
+    unknown = [m for m in named if m not in MODEL_NAMES]
+    if unknown:
+        raise ModelError(f"unknown model {unknown[0]!r}: choose from {', '.join(MODEL_NAMES)}")
+    order = ("initial_duration", "tip", "cost", "dynamic_duration")
+    return tuple(m for m in order if not named or m in named)
+
+
+def champions_beside(names: tuple[str, ...], store: Path) -> dict[str, Model]:
+    """The champions of the models not being trained: a subset builds on them and is evaluated
+    beside them, so each must load."""
+    beside = {}
+    for other in MODEL_NAMES:
+        if other in names:
+            continue
+        try:
+            beside[other] = load_model(other, None, store)
+        except ModelError as exc:
+            raise ModelError(f"training only {', '.join(names)} builds on the other models' champions, "
+                             f"but {exc}") from None
+    return beside
+
+
+def train(cfg: TrainConfig, models_dir: Path | None = None, step: Step = lambda _: None,
+          models: Iterable[str] | None = None, champion: bool = False) -> dict[str, Path]:
+    """Train ``models`` (default all four) on ``cfg`` into the store and register them: each new
+    version becomes its model's challenger, or its champion with ``champion=True`` or when it
+    has none yet. Returns name → artifact folder."""
+    store = models_dir if models_dir is not None else model_store()
+    names = chosen_models(models)
+    beside = champions_beside(names, store)
     step("loading and cleaning trips")
     ds = load_dataset(cfg.data or None, cfg.seed, cfg.test_fraction)
     X = build_features("initial_duration", request_columns(ds.train))
     pace = ZonePace.from_trips(ds.train["pickup_zone"], ds.train["dropoff_zone"],
                                ds.train["trip_distance_mi"], ds.train["duration_min"])
     fitted: dict[str, tuple[Any, dict[str, Any]]] = {}
+
+    def initial() -> Any:
+        return fitted["initial_duration"][0] if "initial_duration" in fitted else beside["initial_duration"].estimator
+
     for name in ("initial_duration", "tip", "cost"):
+        if name not in names:
+            continue
         step(f"training {name} on {len(ds.train)} real trips")
         fitted[name] = select_and_fit(name, X, ds.train[TARGETS[name]].to_numpy(float), cfg.seed, pace,
-                                      duration=fitted["initial_duration"][0] if name == "cost" else None,
+                                      duration=initial() if name == "cost" else None,
                                       duration_min=ds.train["duration_min"].to_numpy(float))
-    step(f"simulating {cfg.simulated} rides for the dynamic model")
-    rows = dynamic_training_rows(ds, fitted["initial_duration"][0], cfg)
-    step(f"training dynamic_duration on {len(rows)} progress points")
-    fitted["dynamic_duration"] = select_and_fit(
-        "dynamic_duration", build_features("dynamic_duration", rows), rows["remaining_min"].to_numpy(), cfg.seed)
+    if "dynamic_duration" in names:
+        step(f"simulating {cfg.simulated} rides for the dynamic model")
+        rows = dynamic_training_rows(ds, initial(), cfg)
+        step(f"training dynamic_duration on {len(rows)} progress points")
+        fitted["dynamic_duration"] = select_and_fit(
+            "dynamic_duration", build_features("dynamic_duration", rows), rows["remaining_min"].to_numpy(), cfg.seed)
 
     step("evaluating on held-out real trips")
-    report = evaluate({n: est for n, (est, _) in fitted.items()}, ds, cfg.seed)
+    estimators = {**{n: m.estimator for n, m in beside.items()}, **{n: est for n, (est, _) in fitted.items()}}
+    report = evaluate(estimators, ds, cfg.seed)
     paths: dict[str, Path] = {}
-    versions: dict[str, str] = {}
+    versions: dict[str, str] = {n: m.version for n, m in beside.items()}
     for name, (estimator, selection) in fitted.items():  # initial_duration comes first
         # the dynamic model learnt from the initial model's estimates and the cost model holds a copy
         # of it: a new initial, a new dynamic and cost
@@ -211,11 +268,18 @@ def train(cfg: TrainConfig, models_dir: Path = MODELS_DIR, step: Step = lambda _
             "name": name, "version": version, "target": TARGETS[name],
             "features": list(features_of(name)), "estimator": selection["chosen"],
             "selection": selection, "metrics": report["models"][name], "depends_on": depends_on,
-            "training": {"files": [p.name for p in ds.files], "fingerprint": ds.fingerprint,
-                         "cleaning": ds.report.summary(), "train_trips": len(ds.train),
-                         "test_trips": len(ds.test), **asdict(cfg)},
-            "library_versions": {"scikit-learn": sklearn.__version__, "numpy": np.__version__,
-                                 "python": platform.python_version()},
+            "training": training_info(ds, cfg),
+            "library_versions": library_versions(),
         }
-        paths[name] = save_model(estimator, metadata, models_dir)
+        paths[name] = save_model(estimator, metadata, store, make_current=False)
+        register(name, version, store, champion=champion)
     return paths
+
+
+def training_info(ds: Dataset, cfg: TrainConfig) -> dict[str, Any]:
+    return {"files": [p.name for p in ds.files], "fingerprint": ds.fingerprint, "cleaning": ds.report.summary(),
+            "train_trips": len(ds.train), "test_trips": len(ds.test), **asdict(cfg)}
+
+
+def library_versions() -> dict[str, str]:
+    return {"scikit-learn": sklearn.__version__, "numpy": np.__version__, "python": platform.python_version()}

@@ -181,34 +181,42 @@ def _metadata_text(metadata: dict[str, Any]) -> str:
 
 def save_model(estimator: Any, metadata: dict[str, Any], models_dir: Path | None = None,
                make_current: bool = True) -> Path:
-    """Write an artifact under ``<store>/<name>/<version>/`` with the checksum of its bytes in its
-    metadata and, by default, point CURRENT (the champion) at it. Writing a version that is
-    already there with the same bytes keeps its ``created`` time."""
+    """Write an artifact under ``<store>/<name>/<version>/`` with the checksum of its bytes and
+    its creation time in its metadata and, by default, point CURRENT (the champion) at it.
+
+    A version already in the store whose bytes match its checksum is kept as it is: a version id
+    names its content (the same data, configuration and estimator), and its pickle's bytes can
+    differ from one process to the next (string interning) while the model is the same."""
     store = _store(models_dir)
     name, version = metadata["name"], metadata["version"]
     path = store / name / version
-    path.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".model.joblib.", suffix=".tmp", dir=path)
-    os.close(fd)
-    try:
-        joblib.dump(estimator, tmp, compress=3)
-        digest = checksum(Path(tmp))
-        os.replace(tmp, path / "model.joblib")
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    metadata = {**metadata, "checksum": digest}
-    try:
-        before = json.loads((path / "metadata.json").read_text())
-    except (OSError, ValueError):
-        before = {}
-    if before.get("checksum") == digest and "created" in before:
-        metadata["created"] = before["created"]
-    metadata.setdefault("created", _now())
-    write_atomic(path / "metadata.json", _metadata_text(metadata))
+    if not _intact(path):
+        path.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".model.joblib.", suffix=".tmp", dir=path)
+        os.close(fd)
+        try:
+            joblib.dump(estimator, tmp, compress=3)
+            digest = checksum(Path(tmp))
+            os.replace(tmp, path / "model.joblib")
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        metadata = {"created": _now(), **metadata, "checksum": digest}
+        write_atomic(path / "metadata.json", _metadata_text(metadata))
+    else:
+        log.info("model %s %s is already in %s: kept as it is", name, version, store)
     if make_current:
         write_atomic(store / name / "CURRENT", version + "\n")
     return path
+
+
+def _intact(path: Path) -> bool:
+    """An artifact folder whose model bytes match the checksum in its metadata."""
+    try:
+        expected = json.loads((path / "metadata.json").read_text()).get("checksum")
+        return expected is not None and checksum(path / "model.joblib") == expected
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _now() -> str:

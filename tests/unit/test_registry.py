@@ -8,8 +8,10 @@ import logging
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from shared.errors import RidestreamError
 from shared.kafka.settings import Settings
 from shared.ml import registry
 from shared.ml.artifacts import (
@@ -20,6 +22,7 @@ from shared.ml.artifacts import (
     checksum,
     load_model,
     model_store,
+    probe_features,
     resolve,
     save_model,
 )
@@ -44,8 +47,8 @@ def add_version(store: Path, name: str, version: str, **changes) -> Path:
     return target
 
 
-def one_line(exc: pytest.ExceptionInfo) -> str:
-    message = str(exc.value)
+def one_line(exc: pytest.ExceptionInfo | BaseException) -> str:
+    message = str(exc.value if isinstance(exc, pytest.ExceptionInfo) else exc)
     assert "\n" not in message and message
     return message
 
@@ -192,15 +195,18 @@ def test_the_committed_artifacts_checksums_verify():
         assert meta["checksum"].startswith("sha256:") and len(meta["checksum"]) == 7 + 64
 
 
-def test_save_model_writes_the_checksum_and_keeps_created_on_the_same_bytes(store, tmp_path):
+def test_save_model_writes_the_checksum_and_keeps_a_version_already_stored(store, tmp_path):
     tip = load_model("tip", models_dir=store)
     meta = {k: v for k, v in tip.metadata.items() if k not in ("checksum", "created")}
     path = save_model(tip.estimator, {**meta, "version": "vsaved"}, tmp_path / "s")
     saved = json.loads((path / "metadata.json").read_text())
     assert saved["checksum"] == checksum(path / "model.joblib") and saved["created"].endswith("Z")
     (path / "metadata.json").write_text(json.dumps({**saved, "created": "2020-01-01T00:00:00Z"}))
+    again = save_model(tip.estimator, {**meta, "version": "vsaved"}, tmp_path / "s")  # the same id: kept
+    assert again == path and json.loads((path / "metadata.json").read_text())["created"] == "2020-01-01T00:00:00Z"
+    (path / "model.joblib").write_bytes(b"damaged")  # unless it is damaged: then written again
     save_model(tip.estimator, {**meta, "version": "vsaved"}, tmp_path / "s")
-    assert json.loads((path / "metadata.json").read_text())["created"] == "2020-01-01T00:00:00Z"
+    assert check_artifact(path)["created"] != "2020-01-01T00:00:00Z"
 
 
 def test_a_corrupt_artifact_is_refused_with_one_line(store):
@@ -258,3 +264,126 @@ def test_a_path_to_another_models_artifact_is_refused(store):
     with pytest.raises(ModelError, match="is a cost model, not tip") as exc:
         load_model("tip", str(resolve("cost", None, store)))
     one_line(exc)
+
+
+# --- candidates and training's registration ----------------------------------------------------
+
+def test_the_distance_only_candidate_is_a_proper_worse_artifact(store):
+    from training.candidates import distance_only
+
+    path = distance_only("tip", store)
+    assert registry.aliases("tip", store)["challenger"] == path.name  # the champion stays
+    worse, champion = load_model("tip", "challenger", store), load_model("tip", models_dir=store)
+    assert worse.metadata["features"] == list(champion.metadata["features"])  # fed the full matrix
+    assert worse.metadata["checksum"] == checksum(path / "model.joblib")
+    assert worse.metadata["estimator"] == "distance-only-linear"
+    assert type(worse.estimator).__module__.startswith("sklearn.")  # unpickles in any process
+    assert worse.metadata["metrics"]["mae"] > champion.metadata["metrics"]["mae"] * 1.5
+    probe = probe_features("tip")[:300]
+    shuffled = probe.copy()
+    shuffled[:, 1:] = shuffled[::-1, 1:]  # every column but the distance
+    assert (worse.estimator.predict(probe) == worse.estimator.predict(shuffled)).all()
+    assert len(np.unique(worse.estimator.predict(probe))) > 100
+    assert distance_only("tip", store) == path  # the same candidate again: the same version, kept
+
+
+def test_no_distance_only_candidate_of_the_dynamic_model(store):
+    from training.candidates import distance_only
+
+    with pytest.raises(ModelError, match="only for initial_duration, tip, cost"):
+        distance_only("dynamic_duration", store)
+
+
+def test_training_a_subset_needs_the_other_champions(tmp_path):
+    from training.train import TrainConfig, chosen_models, train
+
+    assert chosen_models(None) == ("initial_duration", "tip", "cost", "dynamic_duration")
+    assert chosen_models(["cost", " tip"]) == ("tip", "cost")
+    with pytest.raises(ModelError, match="unknown model 'fare': choose from"):
+        chosen_models(["fare"])
+    with pytest.raises(ModelError, match="training only tip builds on the other models' champions, but no current "
+                                         "initial_duration model") as exc:
+        train(TrainConfig(), tmp_path / "empty", models=["tip"])
+    one_line(exc)
+
+
+# --- the command line ------------------------------------------------------------------------
+
+def invoke(*args: str):
+    from typer.testing import CliRunner
+
+    from ridestream.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+def test_models_list_and_show(store):
+    add_version(store, "tip", "vnew")
+    registry.register("tip", "vnew", store)
+    listed = invoke("models", "list", "--store", str(store))
+    assert listed.exit_code == 0, listed.output
+    rows = [line.split() for line in listed.output.splitlines()]
+    assert ["tip", (store / "tip" / "CURRENT").read_text().strip(), "0.726"] == rows[[r[:1] for r in rows].index(["tip"])][:3]
+    assert any(r[:1] == ["vnew"] and r[-1] == "challenger" and "ok" in r for r in rows)
+    shown = invoke("models", "show", "tip", "--store", str(store))
+    assert shown.exit_code == 0, shown.output
+    assert "challenger → vnew" in shown.output and "hgb-absolute" in shown.output and "seed 42" in shown.output
+    empty = invoke("models", "list", "--store", str(store / "nothing"))
+    assert empty.exit_code == 0 and "no models in" in empty.output
+
+
+def test_models_alias_sets_moves_and_deletes(store):
+    add_version(store, "tip", "vnew")
+    champion = (store / "tip" / "CURRENT").read_text().strip()
+    result = invoke("models", "alias", "tip", "challenger", "vnew", "--store", str(store))
+    assert result.exit_code == 0 and "tip: challenger → vnew" in result.output
+    result = invoke("models", "alias", "tip", "champion", "challenger", "--store", str(store))
+    assert result.exit_code == 0 and f"tip: champion → vnew (was {champion})" in result.output
+    assert (store / "tip" / "CURRENT").read_text() == "vnew\n"
+    result = invoke("models", "alias", "tip", "challenger", "--delete", "--store", str(store))
+    assert result.exit_code == 0 and "challenger deleted (it named vnew)" in result.output
+    assert registry.aliases("tip", store) == {"champion": "vnew"}
+
+
+@pytest.mark.parametrize("args, message", [
+    (("alias", "fare", "challenger", "v1"), "no model 'fare' in"),
+    (("alias", "tip", "challenger", "vnope"), "model tip has no version or alias 'vnope'"),
+    (("alias", "tip", "Bad-Name", "champion"), "bad alias name 'Bad-Name'"),
+    (("alias", "tip", "champion", "--delete"), "the champion alias cannot be deleted"),
+    (("alias", "tip", "canary", "--delete"), "model tip has no alias 'canary'"),
+    (("alias", "tip", "canary"), "which version should canary name?"),
+    (("show", "fare"), "no model 'fare' in"),
+])
+def test_models_bad_input_is_one_line_and_exit_1(store, args, message):
+    result = invoke("models", *args, "--store", str(store))
+    assert result.exit_code == 1
+    assert isinstance(result.exception, RidestreamError) and message in one_line(result.exception)
+
+
+def test_the_program_prints_the_one_line_without_a_traceback(store, monkeypatch, capsys):
+    from ridestream import cli
+
+    monkeypatch.setattr("sys.argv", ["ridestream", "models", "alias", "tip", "challenger", "vnope",
+                                     "--store", str(store)])
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: model tip has no version or alias 'vnope'")
+
+
+def test_models_commands_use_the_store_setting(store, monkeypatch):
+    monkeypatch.setenv("RIDESTREAM_MODEL_STORE", str(store))
+    add_version(store, "cost", "vnew")
+    assert invoke("models", "alias", "cost", "challenger", "vnew").exit_code == 0
+    assert registry.aliases("cost", store)["challenger"] == "vnew"
+
+
+def test_train_worse_through_the_command_line(store):
+    result = invoke("train", "--worse", "--models", "tip", "--store", str(store))
+    assert result.exit_code == 0, result.output
+    challenger = registry.aliases("tip", store)["challenger"]
+    assert load_model("tip", challenger, store).metadata["estimator"] == "distance-only-linear"
+    assert "the champions stay" in result.output
+    result = invoke("train", "--worse", "--models", "dynamic_duration", "--store", str(store))
+    assert result.exit_code == 1 and "request-time models only" in str(result.exception)

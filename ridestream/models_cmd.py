@@ -1,0 +1,129 @@
+"""``ridestream models list|show|alias``: the model registry — each model's versions in the store
+and the aliases that name them (``champion``, what the fleet serves; ``challenger``; any name)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich import box
+from rich.table import Table
+
+from ridestream.console import out
+from shared.errors import RidestreamError
+from shared.kafka.settings import load_settings
+from shared.ml.artifacts import CHAMPION
+from shared.ml.registry import (
+    VersionInfo,
+    aliases,
+    check_alias_name,
+    delete_alias,
+    list_models,
+    resolve_version,
+    set_alias,
+    versions,
+)
+
+app = typer.Typer(help="The model registry: versions and aliases (champion, challenger, …) in the model store.",
+                  no_args_is_help=True)
+_STORE_HELP = "the model store; default RIDESTREAM_MODEL_STORE (models/)"
+_CHECKSUM = {"ok": "[green]ok[/]", "none": "[yellow]none[/]", "corrupt": "[red]corrupt[/]"}
+
+
+def _store(store: Path | None) -> Path:
+    return store if store is not None else load_settings().model_store
+
+
+def _mae(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _aliases(v: VersionInfo) -> str:
+    return ", ".join(f"[bold]{a}[/]" if a == CHAMPION else a for a in v.aliases) or "-"
+
+
+@app.command("list")
+def list_(store: Path = typer.Option(None, "--store", help=_STORE_HELP)) -> None:
+    """Every model's versions: aliases, held-out MAE, when created, whether the bytes match the checksum."""
+    root = _store(store)
+    found = list_models(root)
+    if not found:
+        out.print(f"no models in {root}: train them with `ridestream train`")
+        return
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, title=f"models in {root}")
+    for header in ("model", "version", "MAE", "created", "checksum"):
+        table.add_column(header, no_wrap=True)
+    table.add_column("aliases", overflow="fold")
+    for name, listed in found.items():
+        for n, v in enumerate(listed):
+            created = (v.created or "-")[:10]  # the day; `models show` has the time
+            table.add_row(name if n == 0 else "", v.version, _mae(v.mae), created, _CHECKSUM[v.checksum_state()],
+                          _aliases(v))
+    out.print(table)
+    out.print("MAE on held-out real trips (dynamic_duration: the time left, at half way)")
+
+
+@app.command()
+def show(name: str = typer.Argument(..., help="initial_duration, dynamic_duration, tip or cost"),
+         store: Path = typer.Option(None, "--store", help=_STORE_HELP)) -> None:
+    """One model: its aliases, and each version's metrics and training."""
+    root = _store(store)
+    listed = versions(name, root)
+    out.print(f"[bold]{name}[/] in {root}")
+    out.print("aliases: " + (", ".join(f"{a} → {v}" for a, v in aliases(name, root).items()) or "none"))
+    for v in listed:
+        meta, training = v.metadata, v.metadata.get("training") or {}
+        metrics = meta.get("metrics") or {}
+        table = Table(show_header=False, box=None, padding=(0, 2), title_justify="left",
+                      title=f"{v.version}  {_aliases(v) if v.aliases else ''}")
+        table.add_column(no_wrap=True)
+        table.add_column(overflow="fold")
+        table.add_row("created", v.created or "-")
+        table.add_row("estimator", str(meta.get("estimator", "?")))
+        if "mae" in metrics:
+            table.add_row("MAE", f"{_mae(metrics['mae'])} (distance-only {_mae(metrics.get('baseline_distance_linear_mae'))}, "
+                          f"median {_mae(metrics.get('baseline_median_mae'))})")
+        for point, m in (metrics.get("remaining_mae_at") or {}).items():
+            table.add_row(f"MAE at {point}", f"{_mae(m.get('remaining_mae'))} (initial − elapsed "
+                          f"{_mae(m.get('baseline_initial_minus_elapsed_mae'))})")
+        if training:
+            table.add_row("trained on", f"{training.get('train_trips', '?')} trips of {', '.join(training.get('files', []))}"
+                          f" (seed {training.get('seed', '?')}, {training.get('test_trips', '?')} held out)")
+        trees = (meta.get("selection") or {}).get("trees")
+        if trees:
+            table.add_row("trees", ", ".join(f"{k} {t}" for k, t in trees.items()))
+        if meta.get("depends_on"):
+            table.add_row("built on", ", ".join(f"{k} {d}" for k, d in meta["depends_on"].items()))
+        libraries = meta.get("library_versions") or {}
+        table.add_row("libraries", ", ".join(f"{k} {d}" for k, d in libraries.items()) or "-")
+        table.add_row("checksum", f"{_CHECKSUM[v.checksum_state()]} {meta.get('checksum', '')}")
+        out.print(table)
+
+
+@app.command()
+def alias(
+    name: str = typer.Argument(..., help="the model, e.g. tip"),
+    alias_name: str = typer.Argument(..., metavar="ALIAS", help="champion, challenger or any name ([a-z][a-z0-9_-]*)"),
+    version: str = typer.Argument(None, help="a version id, or an alias naming it (e.g. challenger)"),
+    delete: bool = typer.Option(False, "--delete", help="remove the alias instead (not champion)"),
+    store: Path = typer.Option(None, "--store", help=_STORE_HELP),
+) -> None:
+    """Point an alias at a version, or move it; moving champion changes what the fleet serves
+    (models/NAME/CURRENT) at its next start or model reload."""
+    root = _store(store)
+    if delete:
+        if version is not None:
+            raise RidestreamError(f"--delete takes no VERSION: `ridestream models alias {name} {alias_name} --delete`")
+        was = delete_alias(name, alias_name, root)
+        out.print(f"{name}: {alias_name} deleted (it named {was})")
+        return
+    if version is None:
+        check_alias_name(alias_name)
+        raise RidestreamError(f"which version should {alias_name} name? `ridestream models alias {name} {alias_name} "
+                              f"VERSION` (or --delete)")
+    before = set_alias(name, alias_name, version, root)
+    now = resolve_version(name, f"{name}@{alias_name}", root)
+    if before == now:
+        out.print(f"{name}: {alias_name} already names {now}")
+    else:
+        out.print(f"{name}: {alias_name} → {now}" + (f" (was {before})" if before else ""))
