@@ -298,9 +298,9 @@ def check_artifact(path: Path | str, name: str | None = None) -> dict[str, Any]:
         actual = checksum(model_file)
         if actual != expected:
             raise ModelError(
-                f"{label} is corrupt: model.joblib's sha256 is {actual.removeprefix('sha256:')[:12]}…, its "
-                f"metadata says {str(expected).removeprefix('sha256:')[:12]}…; copy the artifact again or "
-                f"retrain it with `ridestream train`")
+                f"{label} is corrupt: model.joblib does not match the checksum in its metadata (sha256 "
+                f"{actual.removeprefix('sha256:')[:12]}…, expected {str(expected).removeprefix('sha256:')[:12]}…); "
+                f"copy the artifact again or retrain it with `ridestream train`")
     trained_with = metadata.get("library_versions", {}).get("scikit-learn", "unknown")
     if _minor(trained_with) != _minor(sklearn.__version__):
         raise ModelError(
