@@ -162,12 +162,16 @@ def test_dynamic_duration_cuts_remaining_time_error_at_half_way_by_40_percent(re
 
 @pytest.mark.slow
 def test_train_reproduces_the_committed_models_from_the_seed(models, tmp_path):
+    from shared.ml.artifacts import check_artifact
+    from shared.ml.registry import aliases
     from training.train import TrainConfig, train
 
     paths = train(TrainConfig(), tmp_path)
     batch = requests(200)
     for name, path in paths.items():
         assert path.name == models[name].version
+        assert aliases(name, tmp_path) == {"champion": path.name}  # a fresh store: champions, no challenger
+        assert check_artifact(path)["checksum"].startswith("sha256:")
         retrained = load_model(name, models_dir=tmp_path)
         if name == "dynamic_duration":
             continue
