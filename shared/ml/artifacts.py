@@ -161,6 +161,9 @@ def checksum(path: Path) -> str:
     return "sha256:" + digest.hexdigest()
 
 
+_FILE_MODE = 0o644
+
+
 def write_atomic(path: Path, data: bytes | str) -> None:
     """Write a file so that a reader sees the old bytes or the new ones, never a part: a temporary
     file beside it, then ``os.replace``."""
@@ -169,6 +172,9 @@ def write_atomic(path: Path, data: bytes | str) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, _FILE_MODE)  # mkstemp's 0600 would hide the store from other users (containers)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -197,6 +203,7 @@ def save_model(estimator: Any, metadata: dict[str, Any], models_dir: Path | None
         try:
             joblib.dump(estimator, tmp, compress=3)
             digest = checksum(Path(tmp))
+            os.chmod(tmp, _FILE_MODE)
             os.replace(tmp, path / "model.joblib")
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

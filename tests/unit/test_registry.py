@@ -97,6 +97,7 @@ def test_aliases_set_move_and_delete(store):
         registry.delete_alias("tip", "shadow-1", store)
     one_line(exc)
     assert not [p for p in (store / "tip").iterdir() if p.name.endswith(".tmp")]  # atomic writes leave nothing
+    assert (store / "tip" / "aliases.json").stat().st_mode & 0o777 == 0o644  # readable by other users
 
 
 def test_champion_lives_in_current(store):
