@@ -64,7 +64,7 @@ def list_(store: Path = typer.Option(None, "--store", help=_STORE_HELP)) -> None
 
 
 @app.command()
-def show(name: str = typer.Argument(..., help="initial_duration, dynamic_duration, tip or cost"),
+def show(name: str = typer.Argument(..., metavar="NAME", help="initial_duration, dynamic_duration, tip or cost"),
          store: Path = typer.Option(None, "--store", help=_STORE_HELP)) -> None:
     """One model: its aliases, and each version's metrics and training."""
     root = _store(store)
@@ -102,14 +102,15 @@ def show(name: str = typer.Argument(..., help="initial_duration, dynamic_duratio
 
 @app.command()
 def alias(
-    name: str = typer.Argument(..., help="the model, e.g. tip"),
-    alias_name: str = typer.Argument(..., metavar="ALIAS", help="champion, challenger or any name ([a-z][a-z0-9_-]*)"),
-    version: str = typer.Argument(None, help="a version id, or an alias naming it (e.g. challenger)"),
+    name: str = typer.Argument(..., metavar="NAME", help="the model, e.g. tip"),
+    alias_name: str = typer.Argument(..., metavar="ALIAS", help="champion, challenger or any name: a lowercase "
+                                     "letter, then lowercase letters, digits, _ or -"),
+    version: str = typer.Argument(None, metavar="VERSION", help="a version id, or an alias naming it (e.g. challenger)"),
     delete: bool = typer.Option(False, "--delete", help="remove the alias instead (not champion)"),
     store: Path = typer.Option(None, "--store", help=_STORE_HELP),
 ) -> None:
-    """Point an alias at a version, or move it; moving champion changes what the fleet serves
-    (models/NAME/CURRENT) at its next start or model reload."""
+    """Point an alias at a version, or move it; moving champion rewrites the model's CURRENT, the
+    version the fleet serves, once the version passes the artifact checks."""
     root = _store(store)
     if delete:
         if version is not None:
