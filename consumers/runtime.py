@@ -219,7 +219,10 @@ class Runtime:
         self._settle_if_due()
 
     def _quiet(self) -> None:
-        """Nothing arrived for a whole wait: settle, and show the lag as it now is."""
+        """Nothing arrived for a whole wait: settle, show the lag as it now is, and swap in a new
+        plan's deployment if one is ready (a quiet stream must not keep a plan from taking effect)."""
+        if self.follower is not None:
+            self._take_plan()
         self._settle_if_due()
         if self._lag_stale:
             self._update_lag()
