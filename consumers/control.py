@@ -120,8 +120,9 @@ class ControlWriter:
     def plan(self, plan: DeploymentPlan, action: str, reason: str = "", **detail: Any) -> None:
         """Put ``plan`` in force and record why."""
         produce(self.producer, self.settings.topics.control, encode(plan), plan.service.encode())
-        self.audit(plan.service, plan.plan_id, action, reason or plan.reason, strategy=plan.strategy,
-                   state=plan.state, stable=plan.stable, candidate=plan.candidate, share=plan.share, **detail)
+        summary = {"strategy": plan.strategy, "state": plan.state, "stable": plan.stable,
+                   "candidate": plan.candidate, "share": plan.share}
+        self.audit(plan.service, plan.plan_id, action, reason or plan.reason, plan=summary, **detail)
 
     def audit(self, service: str, plan_id: int, action: str, reason: str = "", **detail: Any) -> None:
         record = AuditRecord(service=service, plan_id=plan_id, at=now(), action=action, actor=self.actor,

@@ -23,7 +23,8 @@ fraction elapsed / actual duration → ``p25``, ``p50`` or ``p75``, the nearest 
 ``duration_min``; tip: ``tip_amount``; cost: ``total_amount − tip_amount``).
 
 **The aggregates** are n, Σ|e| and Σ|e|² per (service, model version, variant, stage) in
-``bucket_s`` (10 s) buckets of the completion's message time, kept ``retain_s`` (1 h): any span
+``bucket_s`` buckets of the completion's message time (1 s: a canary step is judged on the rides
+completed since it began, to the second), kept ``retain_s`` (1 h): any span
 within that can be asked (:meth:`OnlineEvaluator.stats`), and every ``publish_every_s`` the last
 ``window_s`` (10 min) is published. A bucket counts in a span when it starts inside it. The live
 backend stamps each event with the time it sends it; a completion whose message time is already
@@ -152,7 +153,7 @@ class JoinState:
     time at arrival (for expiry), ``completed_ts`` the completion's message time (for buckets)."""
 
     def __init__(self, ttl_s: float = 3 * 3600, linger_s: float = 900, max_rides: int = 200_000,
-                 bucket_s: float = 10, retain_s: float = 3600):
+                 bucket_s: float = 1, retain_s: float = 3600):
         if min(ttl_s, linger_s, bucket_s, retain_s) <= 0 or max_rides < 1:
             raise ValueError("ttl_s, linger_s, bucket_s and retain_s must be positive, max_rides at least 1")
         self.ttl_s, self.linger_s, self.max_rides = ttl_s, linger_s, max_rides
@@ -410,7 +411,7 @@ class OnlineEvaluator:
 
     def __init__(self, settings: Settings, *, window_s: float = 600, publish_every_s: float = 5,
                  ttl_s: float = 3 * 3600, linger_s: float = 900, max_rides: int = 200_000,
-                 bucket_s: float = 10, retain_s: float = 3600, horizon_s: float | None = None,
+                 bucket_s: float = 1, retain_s: float = 3600, horizon_s: float | None = None,
                  align_s: float = 30, discover_every_s: float = 10, batch_size: int | None = None,
                  on_tick: Callable[[OnlineEvaluator], None] | None = None,
                  stop_event: threading.Event | None = None, metrics: EvaluatorMetrics | None = None):

@@ -109,9 +109,10 @@ class RolloutController:
 
     def _sides(self, plan: DeploymentPlan, stable_variant: str, candidate_variant: str) -> tuple[Stats, Stats, dict]:
         model, stable_v, candidate_v, stage = judged_model(plan)
-        since = plan.step_started_at.timestamp()
-        stable = self.stats_of(plan.service, stable_v, stable_variant, stage, since)
-        candidate = self.stats_of(plan.service, candidate_v, candidate_variant, stage, since)
+        # the candidate on the rides of this step; the stable, which does not change, on the rides
+        # of the whole plan — at a last step of 100 % it answers none
+        stable = self.stats_of(plan.service, stable_v, stable_variant, stage, plan.created_at.timestamp())
+        candidate = self.stats_of(plan.service, candidate_v, candidate_variant, stage, plan.step_started_at.timestamp())
         detail = {"model": model, "stage": stage, stable_variant: _figures(stable), candidate_variant: _figures(candidate)}
         return stable, candidate, detail
 
@@ -147,3 +148,67 @@ class RolloutController:
 
 def _figures(stats: Stats) -> dict[str, float]:
     return {"n": stats.n, "mae": round(stats.mae, 4), "sd": round(stats.sd, 4)}
+
+
+class PlanTable:
+    """The plan in force per service, kept current by reading ``rides.control`` without waiting
+    (each ``__call__`` takes what arrived since the last)."""
+
+    def __init__(self, settings: Any):
+        from consumers.control import _reader
+
+        self._consumer = _reader(settings, settings.topics.control)
+        self._plans: dict[str, DeploymentPlan] = {}
+
+    def __call__(self) -> dict[str, DeploymentPlan]:
+        from consumers.control import parse_plan
+
+        while msgs := [m for m in self._consumer.consume(500, timeout=0) if m.error() is None]:
+            for msg in msgs:
+                plan = parse_plan(msg)
+                if plan is not None and plan.plan_id > getattr(self._plans.get(plan.service), "plan_id", 0):
+                    self._plans[plan.service] = plan
+        return dict(self._plans)
+
+    def record(self, plan: DeploymentPlan) -> None:
+        """A plan this process just wrote: in force from now, before the topic gives it back."""
+        self._plans[plan.service] = plan
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def controller_tick(settings: Any) -> Callable[[Any], None]:
+    """The evaluator's ``on_tick``: a :class:`RolloutController` judging with the evaluator's
+    own figures, writing plans and audit records as ``controller``, moving the champion alias on
+    promotion."""
+    from consumers.control import ControlWriter
+
+    writer = ControlWriter(settings, "controller")
+    table = PlanTable(settings)
+    evaluator_ref: list[Any] = []
+
+    def write(plan: DeploymentPlan, action: str, reason: str = "", **detail: Any) -> None:
+        writer.plan(plan, action, reason, **detail)
+        writer.producer.flush(10)
+        table.record(plan)
+
+    def promote_alias(plan: DeploymentPlan) -> None:
+        from shared.ml.registry import set_alias
+
+        for name, version in plan.stable.items():
+            try:
+                set_alias(name, "champion", version)
+            except Exception as exc:  # another machine's store: the plan itself is what replicas follow
+                log.warning("could not move %s's champion alias to %s here: %s", name, version, exc)
+
+    def stats_of(service: str, version: str, variant: str, stage: str, since: float) -> Any:
+        return evaluator_ref[0].stats(service, version, variant, stage, since)
+
+    controller = RolloutController(table, stats_of, write, writer.audit, promote_alias)
+
+    def tick(evaluator: Any) -> None:
+        evaluator_ref[:] = [evaluator]
+        controller.tick()
+
+    return tick

@@ -138,12 +138,12 @@ def _end(service: str, action: str) -> None:
         raise DeployError(f"{service} has no active plan to {action}")
     writer = ControlWriter(settings, "cli")
     if action == "promote":
-        plan = promoted(current, "promoted by hand")
-        writer.plan(plan, "promote")
         from shared.ml.registry import set_alias
 
-        for name, version in plan.stable.items():
+        plan = promoted(current, "promoted by hand")
+        for name, version in plan.stable.items():  # checked here first: a refusal leaves the plan as it is
             set_alias(name, "champion", version)
+        writer.plan(plan, "promote")
     else:
         plan = rolled_back(current, "rolled back by hand")
         writer.plan(plan, "rollback")

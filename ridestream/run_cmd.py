@@ -120,6 +120,8 @@ def _summary(offsets: Offsets, settings: Settings, children: list[Child]) -> Tab
         table.add_row(f"{service} predictions", f"{rate:,.0f}", f"{total:,}", f"{lag:,}", f"{running}/{len(procs)} running")
     dlq, _ = offsets.rate(t.dlq)
     table.add_row("dead letters", "", f"{dlq:,}", "", "")
+    quality, _ = offsets.rate(t.model_quality)
+    table.add_row("online quality figures", "", f"{quality:,}", "", ", ".join(c.state for c in children if c.name == "evaluator"))
     return table
 
 
@@ -145,13 +147,15 @@ def run(
                 port += 1
                 args += ["--metrics-port", str(port)]
             children.append(Child(f"{service}-{i + 1}", args, logs / f"{service}-{i + 1}.log"))
+    evaluator = ["evaluate", "--online"] + (["--metrics-port", str(metrics_port)] if metrics_port else [])
+    children.append(Child("evaluator", evaluator, logs / "evaluator.log"))  # online MAE; judges rollouts
     children.append(Child("backend", ["produce", "--rate", str(rate), "--quiet"], logs / "backend.log"))
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     for child in children:
         child.start()
-    ports = f"; /metrics on ports {metrics_port + 1}–{port}" if metrics_port else ""
+    ports = f"; /metrics on ports {metrics_port + 1}–{port} (the evaluator's {metrics_port})" if metrics_port else ""
     out.print(f"broker {settings.bootstrap}; logs in {logs}{ports}")
     offsets = Offsets(settings)
     deadline = time.monotonic() + duration if duration else None

@@ -94,8 +94,20 @@ def evaluate(
     models_dir: Path = typer.Option(None, "--store", "--models-dir", help="the model store; default "
                                     "RIDESTREAM_MODEL_STORE (models/)"),
     out_dir: Path = typer.Option(REPORTS_DIR, "--out", help="where evaluation.md and .json go"),
+    online: bool = typer.Option(False, "--online", help="instead: judge the live predictions against the rides' "
+                                "actuals, publish windowed MAE to rides.model_quality, run rollout analysis"),
+    metrics_port: int = typer.Option(0, help="with --online: serve /metrics on this port"),
+    window: float = typer.Option(600.0, help="with --online: seconds of completed rides each published MAE covers"),
 ) -> None:
-    """MAE of the champion models on held-out real trips, next to the baselines."""
+    """MAE of the champion models on held-out real trips, next to the baselines; with --online,
+    the online evaluator and rollout controller, until SIGTERM or Ctrl-C."""
+    if online:
+        from consumers.rollout import controller_tick
+        from ridestream.online_cmd import online as run_online
+        from shared.kafka.settings import load_settings
+
+        run_online(metrics_port=metrics_port, window_s=window, on_tick=controller_tick(load_settings()))
+        return
     _report(_store(models_dir), out_dir)
 
 

@@ -172,3 +172,64 @@ def test_an_artifact_the_replica_cannot_use_is_refused_while_the_stable_serves(k
     requests = requests_of(publish(kafka.settings, rides=100, seed=8, id_prefix="refused"))
     assert wait_for(lambda: requests <= {p["event_id"] for p in tip_predictions(kafka)}, timeout=60)
     assert {(p["model_version"], p.get("variant")) for p in tip_predictions(kafka)} == {(champion, None)}
+
+
+@pytest.fixture
+def controller(kafka, store, monkeypatch):
+    """The online evaluator with the rollout controller on its ticks, in a thread (as
+    `ridestream evaluate --online` runs it), publishing every second."""
+    from consumers.evaluator import OnlineEvaluator
+    from consumers.rollout import controller_tick
+
+    monkeypatch.setenv("RIDESTREAM_MODEL_STORE", str(store))  # where a promotion moves the champion alias
+    evaluator = OnlineEvaluator(kafka.settings, publish_every_s=1.0, on_tick=controller_tick(kafka.settings))
+    thread = threading.Thread(target=evaluator.run, daemon=True)
+    thread.start()
+    assert evaluator.wait_ready(60)
+    yield evaluator
+    evaluator.stop()
+    thread.join(30)
+
+
+def test_a_worse_canary_is_rolled_back_automatically_having_answered_only_its_share(kafka, fleet, store, controller):
+    from training.candidates import distance_only
+
+    worse = distance_only("tip", store).name  # distance-only: about twice the champion's error
+    fleet.start("tip")
+    deploy = cli(fleet, "deploy", "canary", "tip", "--version", worse, "--steps", "50,100", "--interval", "2s",
+                 "--min-samples", "40")
+    assert deploy.returncode == 0, deploy.stderr
+    plan = latest_plans(kafka.settings)["tip"]
+    assert wait_for(lambda: audited(kafka, "swapped", plan.plan_id), timeout=60)
+    sent = publish(kafka.settings, rides=400, seed=9, id_prefix="worse")
+    assert wait_for(lambda: latest_plans(kafka.settings)["tip"].state == "rolled_back", timeout=120)
+    ended = latest_plans(kafka.settings)["tip"]
+    decision = next(r for r in audit_history(kafka.settings, "tip") if r.action == "rollback")
+    assert decision.actor == "controller" and "automatic rollback" in decision.reason
+    assert decision.detail["candidate"]["mae"] > decision.detail["stable"]["mae"] * 1.1
+    assert ended.stable == plan.stable and not ended.candidate
+    requests = requests_of(sent)
+    assert wait_for(lambda: requests <= {p["event_id"] for p in tip_predictions(kafka)}, timeout=60)
+    answered = [p for p in tip_predictions(kafka) if p["event_id"] in requests and p.get("variant") == "candidate"]
+    assert answered and all(p["model_version"] == worse for p in answered)
+    assert in_share([p["ride_id"] for p in answered], plan.salt, plan.share).all()  # only its 50 %
+
+
+def test_a_good_canary_steps_up_and_is_promoted(kafka, fleet, store, controller):
+    fleet.start("tip")
+    deploy = cli(fleet, "deploy", "canary", "tip", "--version", "vcandidate1", "--steps", "50,100",
+                 "--interval", "2s", "--min-samples", "40", "--max-mae-ratio", "1.5")
+    assert deploy.returncode == 0, deploy.stderr
+    plan = latest_plans(kafka.settings)["tip"]
+    assert wait_for(lambda: audited(kafka, "swapped", plan.plan_id), timeout=60)
+    publish(kafka.settings, rides=300, seed=10, id_prefix="good1")
+    assert wait_for(lambda: latest_plans(kafka.settings)["tip"].share == 100, timeout=120)
+    stepped = latest_plans(kafka.settings)["tip"]
+    assert wait_for(lambda: audited(kafka, "swapped", stepped.plan_id), timeout=60)
+    publish(kafka.settings, rides=200, seed=11, id_prefix="good2")
+    assert wait_for(lambda: latest_plans(kafka.settings)["tip"].state == "promoted", timeout=120)
+    done = latest_plans(kafka.settings)["tip"]
+    assert done.stable == {"tip": "vcandidate1"} and done.strategy is None
+    assert (store / "tip" / "CURRENT").read_text().strip() == "vcandidate1"  # the champion alias moved
+    actions = [r.action for r in audit_history(kafka.settings, "tip") if r.actor in ("cli", "controller")]
+    assert actions == ["plan", "step", "promote"]
