@@ -53,13 +53,20 @@ import threading
 import time
 from array import array
 from collections.abc import Callable
-from itertools import islice
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from itertools import islice
 
 import orjson
-from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from consumers.analysis import Stats
