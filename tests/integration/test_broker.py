@@ -85,13 +85,14 @@ def test_cli_topics_create_and_describe(kafka):
     env = {**kafka.env(), "RIDESTREAM_EVENTS_PARTITIONS": "4"}
     created = subprocess.run([*RIDESTREAM, "topics", "create"], env=env, capture_output=True, text=True, timeout=60)
     assert created.returncode == 0, created.stderr
-    assert created.stdout.count("created") == 5
+    assert created.stdout.count("created") == 8  # events, 3 predictions, DLQ, control, audit, model quality
     again = subprocess.run([*RIDESTREAM, "topics", "create"], env=env, capture_output=True, text=True, timeout=60)
-    assert again.stdout.count("exists") == 5
+    assert again.stdout.count("exists") == 8
     described = subprocess.run([*RIDESTREAM, "topics", "describe"], env=env, capture_output=True, text=True, timeout=60)
     assert described.returncode == 0
     assert re.search(rf"{re.escape(kafka.settings.topics.events)}\s+│\s+4\s+│", described.stdout)
     assert "missing" not in described.stdout
+    assert re.search(rf"{re.escape(kafka.settings.topics.control)}\s+│\s+1\s+│\s+compacted", described.stdout)
 
 
 def test_contract_events_round_trip_keyed_by_ride(kafka):
