@@ -43,13 +43,15 @@ def contract_topics(settings: Settings, label: str) -> Settings:
     return scoped
 
 
-def _service_env(settings: Settings) -> dict[str, str]:
+def _service_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[str, str]:
     return {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap, "RIDESTREAM_NAMESPACE": settings.namespace,
-            "RIDESTREAM_BATCH_MAX_WAIT_MS": "5", "RIDESTREAM_SESSION_TIMEOUT_MS": "6000"}
+            "RIDESTREAM_BATCH_MAX_WAIT_MS": "5", "RIDESTREAM_SESSION_TIMEOUT_MS": "6000", **(extra or {})}
 
 
-def start_services(settings: Settings, n: int) -> list[subprocess.Popen]:
-    return [subprocess.Popen([*RIDESTREAM, "consume", "tip"], env=_service_env(settings),
+def start_services(settings: Settings, n: int, extra_env: dict[str, str] | None = None) -> list[subprocess.Popen]:
+    """``n`` `ridestream consume tip` processes (each following the plan on the control topic, as
+    the command does unless given ``--model``); ``extra_env``, e.g. ``RIDESTREAM_MODEL_STORE``."""
+    return [subprocess.Popen([*RIDESTREAM, "consume", "tip"], env=_service_env(settings, extra_env),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(n)]
 
 
@@ -70,8 +72,10 @@ def stop_services(procs: list[subprocess.Popen]) -> None:
             p.kill()
 
 
-def read_timestamps(settings: Settings, topic: str, expect: int, timeout: float) -> dict[str, int]:
-    """event_id → message timestamp (ms) of every message in ``topic``, waiting for ``expect``."""
+def read_timestamps(settings: Settings, topic: str, expect: int, timeout: float,
+                    variants: dict[str, str | None] | None = None) -> dict[str, int]:
+    """event_id → message timestamp (ms) of every message in ``topic``, waiting for ``expect``;
+    ``variants`` receives event_id → the message's ``variant`` field (None where absent)."""
     consumer = make_consumer(settings, f"{settings.namespace}bench-reader-{time.monotonic_ns()}")
     parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     consumer.assign([TopicPartition(topic, p, 0) for p in parts])
@@ -80,7 +84,10 @@ def read_timestamps(settings: Settings, topic: str, expect: int, timeout: float)
     while len(seen) < expect and time.monotonic() < deadline:
         for msg in consumer.consume(num_messages=10_000, timeout=0.5):
             if msg.error() is None:
-                seen[orjson.loads(msg.value())["event_id"]] = msg.timestamp()[1]
+                value = orjson.loads(msg.value())
+                seen[value["event_id"]] = msg.timestamp()[1]
+                if variants is not None:
+                    variants[value["event_id"]] = value.get("variant")
     consumer.close()
     return seen
 
@@ -94,8 +101,10 @@ class Latency:
     p99_ms: float
 
 
-def offer(settings: Settings, topic: str, events: list[dict], rate: float | None) -> None:
-    """Produce ``events`` at ``rate`` a second (None: as fast as possible)."""
+def offer(settings: Settings, topic: str, events: list[dict], rate: float | None,
+          at: tuple[int, Callable[[], None]] | None = None) -> None:
+    """Produce ``events`` at ``rate`` a second (None: as fast as possible). ``at`` = (i, fn) runs
+    ``fn`` in a thread of its own when the i-th event is about to be produced."""
     producer = make_producer(settings, **{"linger.ms": 1})
     messages = [(encode_dict(e), e["ride_id"].encode()) for e in events]  # encoded before the clock
     t0 = time.monotonic()
@@ -104,6 +113,8 @@ def offer(settings: Settings, topic: str, events: list[dict], rate: float | None
             delay = t0 + i / rate - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
+        if at is not None and i == at[0]:
+            threading.Thread(target=at[1], name="bench-midway", daemon=True).start()
         produce(producer, topic, value, key)
         producer.poll(0)
     producer.flush(60)
@@ -123,28 +134,47 @@ def publish_at_once(settings: Settings, topic: str, events: list[dict]) -> None:
 def latency(settings: Settings, rate: float | None, seconds: float, seed: int, lead_in_s: float = 2.0,
             start: Callable[[Settings, int], list[subprocess.Popen]] = start_services) -> Latency:
     """One tip process (or what ``start`` starts instead, e.g. :func:`start_echo`), warmed up;
-    then one steady stream offered at ``rate`` whose first ``lead_in_s`` seconds are not measured.
+    then one steady stream offered at ``rate`` (:func:`steady_stream`)."""
+    scoped = contract_topics(settings, f"latency-{int(rate or 0)}")
+    procs = start(scoped, 1)
+    try:
+        produced, scored = steady_stream(scoped, rate, seconds, seed, lead_in_s)
+    finally:
+        stop_services(procs)
+    return percentiles(rate, produced, scored)
+
+
+def steady_stream(scoped: Settings, rate: float | None, seconds: float, seed: int, lead_in_s: float = 2.0,
+                  midway: Callable[[], None] | None = None,
+                  variants: dict[str, str | None] | None = None) -> tuple[dict[str, int], dict[str, int]]:
+    """Against the tip process(es) already started in ``scoped``'s namespace: a warm-up, then one
+    steady stream offered at ``rate`` whose first ``lead_in_s`` seconds are not measured. Returns
+    the measured events' produced and predicted broker timestamps (ms), by event_id. ``midway``
+    runs (in a thread) when the measured events are half produced; ``variants`` receives each
+    measured prediction's variant.
 
     Why the lead-in: a consumer that sat idle while a *new* idempotent producer starts may wait a
     whole ``fetch.wait.max.ms`` (500 ms) for its first batch — a start-up effect of the producer,
     not the service's steady-state latency, which is what this figure is about."""
-    scoped = contract_topics(settings, f"latency-{int(rate or 0)}")
     source, sink = scoped.topics.events, scoped.topics.predictions("tip")
-    procs = start(scoped, 1)
-    try:
-        warm = ride_requests(200, seed=seed + 1000)
-        offer(scoped, source, warm, None)
-        read_timestamps(scoped, sink, len(warm), 120)  # the process is up and has scored
-        per_s = rate or 50_000
-        lead = ride_requests(int(per_s * lead_in_s), seed=seed + 2000)
-        events = ride_requests(int(per_s * seconds), seed=seed)
-        offer(scoped, source, lead + events, rate)
-        ids = {e["event_id"] for e in events}
-        total = len(warm) + len(lead) + len(events)
-        produced = {k: v for k, v in read_timestamps(scoped, source, total, 60).items() if k in ids}
-        scored = {k: v for k, v in read_timestamps(scoped, sink, total, 120).items() if k in ids}
-    finally:
-        stop_services(procs)
+    warm = ride_requests(200, seed=seed + 1000)
+    offer(scoped, source, warm, None)
+    read_timestamps(scoped, sink, len(warm), 120)  # the process is up and has scored
+    per_s = rate or 50_000
+    lead = ride_requests(int(per_s * lead_in_s), seed=seed + 2000)
+    events = ride_requests(int(per_s * seconds), seed=seed)
+    offer(scoped, source, lead + events, rate, at=(len(lead) + len(events) // 2, midway) if midway else None)
+    ids = {e["event_id"] for e in events}
+    total = len(warm) + len(lead) + len(events)
+    produced = {k: v for k, v in read_timestamps(scoped, source, total, 60).items() if k in ids}
+    seen: dict[str, str | None] | None = {} if variants is not None else None
+    scored = {k: v for k, v in read_timestamps(scoped, sink, total, 120, seen).items() if k in ids}
+    if variants is not None:
+        variants.update({k: v for k, v in seen.items() if k in ids})
+    return produced, scored
+
+
+def percentiles(rate: float | None, produced: dict[str, int], scored: dict[str, int]) -> Latency:
     delays = np.array([scored[k] - produced[k] for k in scored if k in produced], dtype=float)
     p50, p95, p99 = np.percentile(delays, [50, 95, 99]) if len(delays) else (np.nan,) * 3
     return Latency(rate, len(delays), round(float(p50), 1), round(float(p95), 1), round(float(p99), 1))

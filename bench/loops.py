@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -95,9 +96,29 @@ def passthrough(settings: Settings, source: str, sink: str, n: int, timeout: flo
 
 def shipped(settings: Settings, source: str, sink: str, models: dict[str, Model], n: int, timeout: float = 300) -> Measure:
     """The tip service's own runtime, as `ridestream consume tip` runs it."""
-    started: list[float] = []
     runtime = Runtime(TIP, settings, models, group_id=_group(settings, "ridestream"), input_topic=source,
                       output_topic=sink)
+    return _timed(runtime, n, timeout)
+
+
+def under_plan(settings: Settings, source: str, sink: str, models: dict[str, Model], n: int,
+               load: Callable[[str, str], Model], timeout: float = 300) -> tuple[Measure, str]:
+    """The same runtime as :func:`shipped`, following the deployment plan in force on the control
+    topic of ``settings``' namespace (``follow_plans``, as `ridestream consume tip` runs by default):
+    the plan is read, its candidate loaded and the deployment swapped in before the first batch,
+    so the clock sees only scoring under it. ``load(name, version)`` loads a version the plan
+    names (from a bench model store). Returns the measure and what the runtime served."""
+    runtime = Runtime(TIP, settings, models, group_id=_group(settings, "rollout"), input_topic=source,
+                      output_topic=sink, follow_plans=True)
+    runtime.follower.load = load  # the follower's loader (its constructor's ``load``): the bench's store
+    measure = _timed(runtime, n, timeout)
+    return measure, runtime.deployment.describe()
+
+
+def _timed(runtime: Runtime, n: int, timeout: float) -> Measure:
+    """Run ``runtime`` in a thread until it has made ``n`` predictions; the clock starts when the
+    first batch arrives and stops when the n-th prediction is handed to the producer."""
+    started: list[float] = []
     process = runtime.process
 
     def timed(msgs):  # the clock starts when the first batch arrives
@@ -115,6 +136,20 @@ def shipped(settings: Settings, source: str, sink: str, models: dict[str, Model]
     runtime.stop()
     worker.join(60)
     return Measure(runtime.totals.predictions, ended - started[0] if started else 0.0)
+
+
+def topic_size(settings: Settings, topic: str) -> int:
+    """Messages in ``topic`` now (the sum of its partitions' end offsets minus their starts)."""
+    consumer = make_consumer(settings, _group(settings, "size"))
+    try:
+        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        total = 0
+        for p in parts:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            total += high - low
+        return total
+    finally:
+        consumer.close()
 
 
 def naive(settings: Settings, source: str, sink: str, model: Model, n: int, max_seconds: float = 20.0) -> Measure:
