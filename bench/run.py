@@ -20,9 +20,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from confluent_kafka import KafkaException  # noqa: E402
 
-from bench import fleet, quix  # noqa: E402
+from bench import fleet, quix, rollout  # noqa: E402
 from bench.fleet import Latency  # noqa: E402
 from bench.loops import Measure, naive, passthrough, preproduce, ride_requests, shipped  # noqa: E402
+from bench.rollout import MODES, RolloutModes, RolloutResult, SwapResult  # noqa: E402
 from shared.contract.topics import TopicSpec, create_topics  # noqa: E402
 from shared.kafka.clients import make_admin  # noqa: E402
 from shared.kafka.settings import Settings  # noqa: E402
@@ -43,6 +44,8 @@ class BenchConfig:
     process_events: int = 100_000  # one process vs two
     fleet: bool = True  # the separate-process phases (latency, processes, replay)
     quix: bool = True  # the Quix Streams peer (its own virtualenv, made on first use)
+    rollout: bool = True  # shadow and canary vs one model; with ``fleet``, p99 across a live swap
+    swap_rate: float = 1000.0  # the live swap's offered events/s (for latency_seconds)
 
 
 @dataclass
@@ -53,6 +56,8 @@ class BenchResult:
     latency_floor: dict[str, list[Latency]] = field(default_factory=dict)  # bench.echo, same rates
     processes: dict[str, list[Measure]] = field(default_factory=dict)
     replay: list[Measure] = field(default_factory=list)
+    rollout: RolloutResult | None = None  # throughput under no plan, shadow, 50 % canary
+    swap: SwapResult | None = None  # p99 with and without a live swap
     notes: list[str] = field(default_factory=list)
 
     def processes_summary(self) -> dict[str, float]:
@@ -99,6 +104,8 @@ class BenchResult:
             "processes_runs": {n: [round(m.per_s, 1) for m in runs] for n, runs in self.processes.items()},
             "processes_cpu_busy": self.processes_cpu_busy(),
             "replay_events_per_s": statistics.median(m.per_s for m in self.replay) if self.replay else None,
+            "rollout": self.rollout.as_json() if self.rollout and self.rollout.rounds else None,
+            "swap_latency": self.swap.as_json() if self.swap and self.swap.runs["swap"] else None,
             "notes": self.notes,
             "config": self.config.__dict__,
             "machine": machine(),
@@ -143,6 +150,11 @@ def run(settings: Settings, cfg: BenchConfig, phase: Callable[[str], None] = lam
 
 
 def _measure(settings: Settings, cfg: BenchConfig, phase: Callable[[str], None]) -> BenchResult:
+    with tempfile.TemporaryDirectory(prefix="ridestream-bench-") as tmp:  # the bench model store
+        return _phases(settings, cfg, phase, tmp)
+
+
+def _phases(settings: Settings, cfg: BenchConfig, phase: Callable[[str], None], tmp: str) -> BenchResult:
     ns = f"{settings.namespace}bench-{uuid.uuid4().hex[:6]}."
     source, sink = f"{ns}requests", f"{ns}out"
     create_topics(make_admin(settings), [TopicSpec(source, cfg.partitions), TopicSpec(sink, cfg.partitions)])
@@ -153,6 +165,14 @@ def _measure(settings: Settings, cfg: BenchConfig, phase: Callable[[str], None])
     served = dataclasses.replace(model)  # the same artifact, its own compiled predict
     served.accelerate(settings.compiled_dir, settings.predict_threads)
     result = BenchResult(cfg, {loop: [] for loop in LOOPS})
+    modes, store = None, None
+    if cfg.rollout:
+        phase("preparing the rollout phases: a bench model store with a candidate, a plan per mode")
+        store = rollout.bench_store(Path(tmp))
+        modes = RolloutModes.prepare(settings, ns, served, store)
+        result.rollout = RolloutResult()
+        if cfg.fleet:
+            result.swap = SwapResult(cfg.swap_rate)
     python = None
     if cfg.quix:
         phase(f"preparing the Quix Streams virtualenv ({quix.QUIXSTREAMS})")
@@ -165,6 +185,12 @@ def _measure(settings: Settings, cfg: BenchConfig, phase: Callable[[str], None])
         result.runs["passthrough"].append(passthrough(settings, source, sink, cfg.events))
         phase(f"round {i + 1}/{cfg.repeat}: ridestream (batched)")
         result.runs["batched"].append(shipped(settings, source, sink, {"tip": served}, cfg.events))
+        if modes is not None:  # the three interleaved, in an order that rotates from round to round
+            runs = {}
+            for mode in MODES[i % len(MODES):] + MODES[:i % len(MODES)]:
+                phase(f"round {i + 1}/{cfg.repeat}: ridestream under a plan: {mode}")
+                runs[mode] = modes.measure(mode, source, sink, served, cfg.events)
+            result.rollout.rounds.append(runs)
         phase(f"round {i + 1}/{cfg.repeat}: naive")
         result.runs["naive"].append(naive(settings, source, sink, model, cfg.naive_events, cfg.naive_seconds))
         if python:
@@ -181,6 +207,16 @@ def _measure(settings: Settings, cfg: BenchConfig, phase: Callable[[str], None])
                 phase(f"round {i + 1}/{cfg.repeat}: the same without decoding or model (echo) at {label} events/s")
                 result.latency_floor.setdefault(label, []).append(
                     fleet.latency(settings, rate, cfg.latency_seconds, seed=10 + i, start=fleet.start_echo))
+        if result.swap is not None:  # with and without, the first of the two alternating
+            for swap in ((False, True) if i % 2 == 0 else (True, False)):
+                what = "across a live swap" if swap else "following plans, no swap"
+                phase(f"round {i + 1}/{cfg.repeat}: latency at {cfg.swap_rate:g} events/s {what}")
+                run_ = rollout.swap_latency(settings, cfg.swap_rate, cfg.latency_seconds, seed=30 + i, store=store,
+                                            swap=swap)
+                result.swap.runs["swap" if swap else "no_swap"].append(run_)
+                if swap and not run_.in_window:
+                    result.notes.append(f"Round {i + 1}: the live swap was {'audited' if run_.swapped else 'not audited'}"
+                                        f" {'outside' if run_.swapped else 'within 30 s of'} the measured window.")
         events = ride_requests(cfg.process_events, seed=20 + i)
         for n in (1, 2):
             phase(f"round {i + 1}/{cfg.repeat}: {n} tip process(es)")
@@ -219,6 +255,10 @@ def markdown(result: BenchResult) -> str:
             f = floor.get(rate)
             echo = f"{f['p50_ms']:.1f} / {f['p95_ms']:.1f} / {f['p99_ms']:.1f}" if f else "—"
             lines.append(f"| {rate} | {q['p50_ms']:.1f} | {q['p95_ms']:.1f} | {q['p99_ms']:.1f} | {echo} |")
+    if result.rollout and result.rollout.rounds:
+        lines += ["", rollout_markdown(result.rollout)]
+    if result.swap and result.swap.runs["swap"]:
+        lines += ["", swap_markdown(result.swap, result.config.latency_seconds)]
     if result.processes:
         p = result.processes_summary()
         spread = {n: f" ({min(m.per_s for m in runs):,.0f}–{max(m.per_s for m in runs):,.0f})"
@@ -236,13 +276,54 @@ def markdown(result: BenchResult) -> str:
     return "\n".join(lines) + "\n"
 
 
+def rollout_markdown(r: RolloutResult) -> str:
+    data = r.as_json()
+    lines = ["The same runtime following a deployment plan on the same events (the three interleaved, median of "
+             "rounds): no plan (one model), shadow (the candidate scores every event too and publishes to the "
+             "shadow topic: two predicts per batch), a 50 % canary (each batch split by ride):", "",
+             "| under a plan | events/s | min–max | vs no plan, median (per round) |", "|---|---|---|---|"]
+    for mode in MODES:
+        lo, hi = data["spread_events_per_s"][mode]
+        ratio = "1.00×" if mode == "single" else \
+            f"{data[f'{mode}_ratio']:.0%} ({', '.join(f'{x:.0%}' for x in r.ratios(mode))})"
+        lines.append(f"| {mode} | {data[mode]:,.0f} | {lo:,.0f}–{hi:,.0f} | {ratio} |")
+    shadowed = [x["shadow_events"] for x in data["rounds"]]
+    lines += ["", f"Shadow predictions on the shadow topic per round: {', '.join(f'{n:,}' for n in shadowed)}."]
+    return "\n".join(lines)
+
+
+def swap_markdown(s: SwapResult, seconds: float) -> str:
+    data = s.as_json()
+    lines = [f"End-to-end latency at {s.rate:,.0f} events/s for {seconds:g} s, one `ridestream consume tip` "
+             "following plans, with a 50 % canary written half way through the measured stream (the replica loads "
+             "the candidate beside the serving model and swaps between two batches) and the same run without "
+             "(median of rounds; p99 per round):", "",
+             "| run | p50 ms | p95 ms | p99 ms | p99 per round (min–max) |", "|---|---|---|---|---|"]
+    for label, name in (("no_swap", "no swap"), ("swap", "live swap")):
+        q = data[label]
+        per_round = ", ".join(f"{x.p99_ms:.0f}" for x in s.runs[label])
+        lo, hi = data[f"{label}_p99_spread_ms"]
+        lines.append(f"| {name} | {q['p50_ms']:.1f} | {q['p95_ms']:.1f} | {q['p99_ms']:.1f} | "
+                     f"{per_round} ({lo:.0f}–{hi:.0f}) |")
+    swaps = s.runs["swap"]
+    at = ", ".join(f"{x.swap_at_s:.1f} s" if x.swap_at_s is not None else "none" for x in swaps)
+    loads = ", ".join(f"{x.load_s:.2f} s" for x in swaps if x.load_s is not None)
+    lines += ["", f"The swap added {data['p99_added_ms']:+.1f} ms to p99 at the median. Audited \"swapped\" inside "
+                  f"the measured window in {data['swaps_in_window']} of {len(swaps)} rounds (at {at} into a "
+                  f"{statistics.median(x.window_s for x in swaps):.0f} s window; the candidate loaded in {loads})."]
+    return "\n".join(lines)
+
+
 def write(result: BenchResult, output: Path) -> list[Path]:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(result.as_json(), indent=2) + "\n")
     md = output.with_suffix(".md")
     md.write_text(markdown(result))
     png = output.with_suffix(".png")
-    fig, ax = plt.subplots(figsize=(6, 3.2))
+    modes = result.rollout is not None and bool(result.rollout.rounds)
+    fig, axes = plt.subplots(2 if modes else 1, 1, figsize=(6, 5.6 if modes else 3.2),
+                             gridspec_kw={"height_ratios": [4, 3]} if modes else None, squeeze=False)
+    ax = axes[0][0]
     loops = result.measured
     medians = [result.median(loop) for loop in loops]
     errs = [[med - result.spread(loop)[0] for loop, med in zip(loops, medians)],
@@ -251,6 +332,15 @@ def write(result: BenchResult, output: Path) -> list[Path]:
     ax.set_xscale("log")  # the per-message loops are orders of magnitude slower
     ax.set_xlabel("events per second (median, min–max, log scale)")
     ax.set_title("ridestream tip service vs the ceiling and per-message loops")
+    if modes:
+        rx, r = axes[1][0], result.rollout
+        medians = [statistics.median(r.per_s(mode)) for mode in MODES]
+        errs = [[med - min(r.per_s(mode)) for mode, med in zip(MODES, medians)],
+                [max(r.per_s(mode)) - med for mode, med in zip(MODES, medians)]]
+        rx.barh(MODES, medians, xerr=errs, color=["#2563eb", "#7c3aed", "#0891b2"])
+        rx.set_xlabel("events per second (median, min–max)")
+        rx.set_title("the same runtime under a deployment plan")
+        fig.tight_layout()
     fig.savefig(png, bbox_inches="tight", dpi=120)
     plt.close(fig)
     return [output, md, png]

@@ -1,5 +1,5 @@
 """``ridestream bench``: the tip service's throughput side by side with the ceiling, the naive loop
-and a Quix Streams application."""
+and a Quix Streams application, and under deployment plans (shadow, canary, a live swap)."""
 
 from __future__ import annotations
 
@@ -22,13 +22,16 @@ def bench(
     repeat: int = typer.Option(3, help="runs of each loop"),
     naive_events: int = typer.Option(3000, help="most events the naive loop and Quix process per run"),
     quix: bool = typer.Option(True, help="measure the Quix Streams peer (its own virtualenv, made once)"),
+    rollout: bool = typer.Option(True, help="measure the service under a shadow plan and a 50 % canary against one "
+                                            "model, and p99 at 1,000 events/s across a live swap against none"),
     output: Path = typer.Option(Path("bench/results/latest.json"), help="JSON; .md and .png beside it"),
 ) -> None:
-    """Measure, in one run on the same events: passthrough, ridestream, naive, Quix Streams; print the ratios."""
+    """Measure, in one run on the same events: passthrough, ridestream, naive, Quix Streams, and ridestream
+    under a shadow plan and a 50 % canary; print the ratios."""
     settings = load_settings()
     ensure_local_broker(settings)
     ensure_reachable(make_admin(settings), settings)
-    cfg = BenchConfig(events=events, repeat=repeat, naive_events=naive_events, quix=quix)
+    cfg = BenchConfig(events=events, repeat=repeat, naive_events=naive_events, quix=quix, rollout=rollout)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=out) as bar:
         task = bar.add_task("starting", total=None)
         result = run_bench(settings, cfg, phase=lambda text: bar.update(task, description=text))
