@@ -1,5 +1,6 @@
-"""The benchmark's quick mode: every loop runs on the real broker and the outputs are written.
-It checks correctness only — never a time."""
+"""The benchmark's quick mode: every loop runs on the real broker and the outputs are written,
+the rollout phases included (shadow, canary, a live swap). It checks correctness only — never a
+time, never a ratio."""
 
 from __future__ import annotations
 
@@ -28,6 +29,16 @@ def test_quick_bench_runs_every_loop_on_the_same_events(kafka, tmp_path):
     assert floor.events == 1000 and 0 < floor.p50_ms <= floor.p95_ms <= floor.p99_ms  # every event echoed
     assert [m.events for m in result.processes["1"]] == [2000] and [m.events for m in result.processes["2"]] == [2000]
     assert result.replay[0].events == 3000
+    # under a plan: the same 3,000 events with no plan, a shadow (every event scored twice, the
+    # candidate's answers on the shadow topic) and a canary; the swap planned half way is audited
+    modes = result.rollout.rounds[0]
+    assert set(modes) == {"single", "shadow", "canary"} and all(run.measure.events == 3000 for run in modes.values())
+    assert modes["shadow"].shadow_events == 3000 and modes["single"].shadow_events == 0
+    assert "shadow tip vbenchcandidate" in modes["shadow"].served
+    assert "candidate tip vbenchcandidate (50 %)" in modes["canary"].served and "plan" not in modes["single"].served
+    swap, still = result.swap.runs["swap"][0], result.swap.runs["no_swap"][0]
+    assert swap.swapped and swap.load_s is not None and not still.swapped
+    assert swap.events == still.events == 2000 and set(still.variants) == {"none"}
 
     paths = write(result, tmp_path / "bench.json")
     data = json.loads(paths[0].read_text())
@@ -39,3 +50,11 @@ def test_quick_bench_runs_every_loop_on_the_same_events(kafka, tmp_path):
     assert "| batched |" in paths[1].read_text() and "cores were" in paths[1].read_text()
     assert "echo p50 / p95 / p99" in paths[1].read_text()
     assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rollout = data["rollout"]
+    assert all(rollout[k] > 0 for k in ("single", "shadow", "canary", "shadow_ratio", "canary_ratio"))
+    assert len(rollout["rounds"]) == 1 and rollout["rounds"][0]["shadow_events"] == 3000
+    swapped = data["swap_latency"]
+    assert swapped["offered_per_s"] == 1000 and len(swapped["rounds"]) == 1
+    assert all(swapped[run]["p99_ms"] > 0 and len(swapped[f"{run}_p99_spread_ms"]) == 2 for run in ("swap", "no_swap"))
+    assert "p99_added_ms" in swapped and "swaps_in_window" in swapped
+    assert "| shadow |" in paths[1].read_text() and "| live swap |" in paths[1].read_text()
