@@ -31,7 +31,8 @@ from shared.ml.artifacts import Model, load_model, probe_features
 
 log = logging.getLogger("ridestream.control")
 
-REPLICA = f"replica {socket.gethostname()}:{os.getpid()}"
+REPLICA_ID = f"{socket.gethostname()}:{os.getpid()}"  # this process, as plans and the group name it
+REPLICA = f"replica {REPLICA_ID}"
 
 
 def now() -> datetime:
@@ -240,7 +241,7 @@ class PlanFollower:
             log.error("%s: refusing plan %d: %s", self.service, plan.plan_id, exc)
             self.writer.audit(self.service, plan.plan_id, "refused", str(exc))
             return
-        deployment = Deployment(sets[0], plan, sets[1] if len(sets) > 1 else {})
+        deployment = Deployment(sets[0], plan, sets[1] if len(sets) > 1 else {}, replica=REPLICA_ID)
         with self._lock:
             self._ready = deployment
         log.info("%s: plan %d ready (%s) in %.1fs", self.service, plan.plan_id, deployment.describe(),

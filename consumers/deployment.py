@@ -9,7 +9,9 @@ A batch is split by variant and each model set still predicts once per batch per
   version on any replica and across rebalances;
 - A/B: the same on ``rider_id`` (``ride_id`` when the event has none): variants "a" and "b";
 - shadow: the stable answers everything; the candidate scores the same events with its own ride
-  memory, and its predictions go to the shadow topic.
+  memory, and its predictions go to the shadow topic;
+- rolling: this replica answers everything with the candidate once the plan names it, with the
+  stable until then.
 """
 
 from __future__ import annotations
@@ -67,17 +69,23 @@ class Deployment:
     stable: dict[str, Model]
     plan: DeploymentPlan | None = None
     candidate: dict[str, Model] = field(default_factory=dict)
+    replica: str = ""  # this process (HOST:PID): whether a rolling update has moved it yet
     shadow_memory: RideMemory | None = None  # the shadow candidate's own memory of rides
     pairing: dict[str, float] = field(default_factory=lambda: _new_pairing())
 
     @property
     def variants(self) -> tuple[str | None, str | None]:
         """The ``variant`` of the stable's and the candidate's predictions."""
-        if self.plan is None or not (self.plan.splits or self.plan.shadows):
+        if self.plan is None or not (self.plan.splits or self.plan.shadows or self.plan.rolls):
             return None, None
         if self.plan.strategy == "ab":
             return "a", "b"
         return "stable", ("shadow" if self.plan.shadows else "candidate")
+
+    @property
+    def moved(self) -> bool:
+        """A rolling update has moved this replica to the candidate."""
+        return self.plan is not None and self.plan.rolls and self.replica in self.plan.replicas
 
     def describe(self) -> str:
         def versions(models: dict[str, Model]) -> str:
@@ -85,6 +93,8 @@ class Deployment:
         if self.plan is None:
             return versions(self.stable)
         text = f"plan {self.plan.plan_id} {self.plan.strategy or self.plan.state}: stable {versions(self.stable)}"
+        if self.plan.rolls:
+            return text + f"; rolling to {versions(self.candidate)}: " + ("moved" if self.moved else "not moved yet")
         if self.candidate:
             text += f"; candidate {versions(self.candidate)} ({self.plan.share:g} %)" if self.plan.splits else \
                 f"; shadow {versions(self.candidate)}"
@@ -95,6 +105,10 @@ class Deployment:
         """The batch's predictions for the user topic and for the shadow topic."""
         stable_variant, candidate_variant = self.variants
         plan = self.plan
+        if plan is not None and plan.rolls:
+            if self.moved:
+                return score_groups(spec, self.candidate, memory, by_type, scored_at, candidate_variant), Predictions()
+            return score_groups(spec, self.stable, memory, by_type, scored_at, stable_variant), Predictions()
         if plan is not None and plan.splits:
             to_candidate = {t: self._split(plan, group) for t, group in by_type.items()}
             mine = {t: [e for e, c in zip(g, to_candidate[t]) if not c] for t, g in by_type.items()}

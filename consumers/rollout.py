@@ -12,6 +12,7 @@ alias moves). Without enough samples a step holds: no decision is taken on too l
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
@@ -212,3 +213,100 @@ def controller_tick(settings: Any) -> Callable[[Any], None]:
         controller.tick()
 
     return tick
+
+
+# --- rolling updates -------------------------------------------------------------------------------
+def group_replicas(settings: Any, service: str, timeout: float = 10.0, attempts: int = 5) -> list[str]:
+    """The replicas (HOST:PID) now in the service's consumer group, from the client ids the
+    runtime gives its consumers (``…@HOST:PID``), sorted. Asked again while the coordinator
+    cannot answer (a group being formed, a broker away); then a one-line error."""
+    from confluent_kafka import KafkaException
+
+    from shared.errors import RidestreamError
+    from shared.kafka.clients import make_admin
+
+    group = settings.group_id(service)
+    admin = make_admin(settings)  # held until the answer: a client collected meanwhile fails the future
+    for attempt in range(attempts):
+        try:
+            future = admin.describe_consumer_groups([group], request_timeout=timeout)[group]
+            members = future.result(timeout=timeout + 5).members
+            return sorted({m.client_id.split("@", 1)[1] for m in members if "@" in m.client_id})
+        except (KafkaException, TimeoutError) as exc:
+            problem = exc
+            time.sleep(min(2 ** attempt, 5))
+    raise RidestreamError(f"cannot list the members of group {group}: {problem}")
+
+
+class AuditTail:
+    """The audit records appended since this tail was made, read without a group."""
+
+    def __init__(self, settings: Any):
+        from consumers.control import _reader
+
+        self._consumer = _reader(settings, settings.topics.control_audit)
+        self.seen: list[Any] = []
+
+    def wait(self, condition: Callable[[Any], bool], timeout: float) -> bool:
+        """Whether a record meeting ``condition`` arrives (or has arrived) within ``timeout`` s."""
+        from pydantic import ValidationError
+
+        from shared.contract.control import AuditRecord
+
+        deadline = time.monotonic() + timeout
+        while True:
+            if any(condition(r) for r in self.seen):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            for msg in self._consumer.consume(200, timeout=0.2):
+                if msg.error() is None and msg.value():
+                    try:
+                        self.seen.append(AuditRecord.model_validate_json(msg.value()))
+                    except ValidationError:
+                        continue
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def roll(settings: Any, plan: DeploymentPlan, write: Callable[..., None], say: Callable[[str], None],
+         timeout_s: float = 120.0, settle_s: float = 2.0,
+         replicas: Callable[[], list[str]] | None = None) -> DeploymentPlan:
+    """Move a service's replicas to the candidate one at a time, as a Kubernetes rolling update
+    moves pods: name the next replica in the plan, wait until it has swapped to the candidate
+    (loaded, checked, compiled, warmed: the replica's own audit record) and is still in its group
+    ``settle_s`` later, then the next. A replica that leaves the group meanwhile (killed, scaled
+    down) is passed over — its partitions move to the others, at-least-once as always; one that
+    stays but does not swap within ``timeout_s`` rolls everything back. Replicas that join during
+    the roll are moved too; when none is left the candidate is promoted."""
+    replicas = replicas or (lambda: group_replicas(settings, plan.service))
+    tail = AuditTail(settings)
+    try:
+        moved: list[str] = []
+        gone: set[str] = set()
+        while todo := [r for r in replicas() if r not in moved and r not in gone]:
+            replica = todo[0]
+            plan = _next(plan, f"move replica {replica}", replicas=[*moved, replica])
+            write(plan, "step", replica=replica)
+            say(f"moving {replica} ({len(moved) + 1} of {len(moved) + len(todo)})")
+            swapped = tail.wait(lambda r: r.action == "swapped" and r.plan_id == plan.plan_id
+                                and r.actor == f"replica {replica}", timeout_s)
+            if swapped:
+                time.sleep(settle_s)
+            if replica not in replicas():
+                gone.add(replica)
+                say(f"{replica} left the group: passed over")
+                continue
+            if not swapped:
+                ended = rolled_back(plan, f"automatic rollback: {replica} did not swap to the candidate "
+                                          f"within {timeout_s:g}s")
+                write(ended, "rollback", replica=replica)
+                return ended
+            moved.append(replica)
+            say(f"{replica} serves the candidate")
+        done = promoted(plan, f"rolling update done: {len(moved)} replicas moved one at a time")
+        write(done, "promote", moved=moved, passed_over=sorted(gone))
+        return done
+    finally:
+        tail.close()

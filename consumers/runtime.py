@@ -31,7 +31,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from consumers.control import PlanFollower
+from consumers.control import REPLICA_ID, PlanFollower
 from consumers.deployment import Deployment
 from consumers.metrics import ServiceMetrics
 from consumers.scoring import RideMemory, ServiceSpec, by_event_type
@@ -179,7 +179,9 @@ class Runtime:
         if self.follower is not None:  # the plan in force before the first batch
             self.follower.start(wait_s=s.connect_timeout_s + 60)
             self._take_plan()
-        self.consumer = make_consumer(s, self.group_id, on_commit=self._on_commit)
+        # the client id names this replica to the group, so a rolling update can move it by name
+        self.consumer = make_consumer(s, self.group_id, on_commit=self._on_commit,
+                                      **{"client.id": f"{s.client_id}-{self.spec.name}@{REPLICA_ID}"})
         if self.sink is None:
             self.sink = KafkaSink(s, self.output_topic, self.dlq_topic)
         remaining: dict[tuple[str, int], int] = {}

@@ -74,7 +74,7 @@ def _stable_versions(service: str, current: DeploymentPlan | None) -> dict[str, 
     return {name: resolve(name).name for name in spec.model_names}
 
 
-def _begin(service: str, strategy: str, version: list[str], **options) -> None:
+def _begin(service: str, strategy: str, version: list[str], **options) -> tuple[Settings, DeploymentPlan]:
     service = _service(service)
     settings = _connect()
     current = latest_plans(settings).get(service)
@@ -99,6 +99,7 @@ def _begin(service: str, strategy: str, version: list[str], **options) -> None:
     writer.plan(plan, "plan", f"{strategy} of {', '.join(f'{n} {v}' for n, v in sorted(chosen.items()))}")
     writer.close()
     out.print(f"{service}: plan {plan.plan_id} in force — {_summary(plan)}")
+    return settings, plan
 
 
 @app.command()
@@ -128,6 +129,35 @@ def ab(
 ) -> None:
     """Riders split by a salted hash of rider_id (else ride_id): A the stable, B the candidate."""
     _begin(service, "ab", version, share=share, min_samples=min_samples)
+
+
+@app.command()
+def rolling(
+    service: str = SERVICE_ARG, version: list[str] = VERSION_OPT,
+    timeout: str = typer.Option("2m", help="longest wait for one replica to swap before everything rolls back"),
+) -> None:
+    """Move the replicas to the candidate one at a time, each seen healthy before the next; then promote."""
+    from consumers.rollout import roll
+
+    settings, plan = _begin(service, "rolling", version)
+    writer = ControlWriter(settings, "cli")
+
+    def write(p: DeploymentPlan, action: str, **detail) -> None:
+        writer.plan(p, action, **detail)
+        writer.producer.flush(10)
+
+    try:
+        done = roll(settings, plan, write, lambda text: out.print(f"{service}: {text}"), _duration_s(timeout))
+        if done.state == "promoted":
+            from shared.ml.registry import set_alias
+
+            for name, v in done.stable.items():
+                set_alias(name, "champion", v)
+    finally:
+        writer.close()
+    out.print(f"{service}: plan {done.plan_id} — {_summary(done)}")
+    if done.state != "promoted":
+        raise typer.Exit(1)
 
 
 def _end(service: str, action: str) -> None:
@@ -223,7 +253,8 @@ def _status(settings: Settings, services: list[str]) -> Group:
         rows = []
         if plan is not None and plan.state == "active":
             model, stable_v, cand_v, stage = judged_model(plan)
-            sides = {"canary": ("stable", "candidate"), "ab": ("a", "b"), "shadow": ("stable", "shadow")}
+            sides = {"canary": ("stable", "candidate"), "ab": ("a", "b"), "shadow": ("stable", "shadow"),
+                     "rolling": ("stable", "candidate")}
             left, right = sides.get(plan.strategy or "", ("stable", "candidate"))
             figures = {}
             for variant, version in ((left, stable_v), (right, cand_v)):
@@ -237,8 +268,10 @@ def _status(settings: Settings, services: list[str]) -> Group:
             elif plan.strategy == "ab":
                 verdict, detail = ab_verdict(figures[left], figures[right], plan.min_samples)
                 decision = f"verdict: {verdict} — {_detail(detail)}"
-            else:
+            elif plan.strategy == "shadow":
                 decision = f"shadow vs stable on the same rides: {_shadow_pairing(audit, service, plan.plan_id)}"
+            else:
+                decision = f"moved so far: {', '.join(plan.replicas) or 'none'}"
         else:
             versions = plan.stable if plan else {n: _champion(n) for n in SERVICE_SPECS[service].model_names}
             for name, version in sorted(versions.items()):
@@ -300,6 +333,8 @@ def _summary(plan: DeploymentPlan) -> str:
                 f"{','.join(f'{s:g}' for s in plan.steps)}, {plan.interval_s:g}s each); stable {versions}")
     if plan.strategy == "ab":
         return f"A/B: A = {versions}, B = {changed} for {plan.share:g} % of riders"
+    if plan.strategy == "rolling":
+        return f"rolling update to {changed}: {len(plan.replicas)} replica(s) moved; from {versions}"
     return f"shadow of {changed} beside {versions}"
 
 

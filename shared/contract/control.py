@@ -37,7 +37,9 @@ class DeploymentPlan(WireModel):
       to ``rides.predictions.SERVICE.shadow``;
     - ab: riders split by a salted hash of ``rider_id`` (else ``ride_id``): ``share`` % to "b"
       (``candidate``), the rest to "a" (``stable``);
-    - bluegreen and rolling: replicas move whole (see docs/deployments.md).
+    - rolling: the replicas named in ``replicas`` (``HOST:PID``) serve ``candidate``, the others
+      ``stable``; ``ridestream deploy rolling`` adds them one at a time, each seen healthy first;
+    - bluegreen: a colour of replicas moves whole (see docs/deployments.md).
     """
 
     schema_version: Literal[1] = SCHEMA_VERSION
@@ -58,6 +60,8 @@ class DeploymentPlan(WireModel):
     created_at: UtcTime
     step_started_at: UtcTime
     reason: str = ""
+    replicas: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list, description="rolling: the replicas (HOST:PID) already moved to the candidate")
 
     @property
     def splits(self) -> bool:
@@ -68,9 +72,14 @@ class DeploymentPlan(WireModel):
     def shadows(self) -> bool:
         return self.state == "active" and self.strategy == "shadow" and bool(self.candidate)
 
+    @property
+    def rolls(self) -> bool:
+        return self.state == "active" and self.strategy == "rolling" and bool(self.candidate)
+
     def versions_needed(self) -> list[Versions]:
-        """The model sets a replica must hold loaded to follow this plan."""
-        return [self.stable, self.candidate] if (self.splits or self.shadows) else [self.stable]
+        """The model sets a replica must hold loaded to follow this plan (a rolling update's
+        replicas hold both, so each moves the moment its turn comes)."""
+        return [self.stable, self.candidate] if (self.splits or self.shadows or self.rolls) else [self.stable]
 
 
 Action = Literal["plan", "step", "promote", "rollback", "refused", "loaded", "swapped", "alias", "decision", "report"]

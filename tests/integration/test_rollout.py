@@ -233,3 +233,48 @@ def test_a_good_canary_steps_up_and_is_promoted(kafka, fleet, store, controller)
     assert (store / "tip" / "CURRENT").read_text().strip() == "vcandidate1"  # the champion alias moved
     actions = [r.action for r in audit_history(kafka.settings, "tip") if r.actor in ("cli", "controller")]
     assert actions == ["plan", "step", "promote"]
+
+
+def test_a_rolling_update_moves_replicas_one_at_a_time_and_loses_nothing_when_one_is_killed(kafka, fleet, store):
+    procs = [fleet.start("tip") for _ in range(3)]
+    host = __import__("socket").gethostname()
+    by_id = {f"{host}:{p.pid}": p for p in procs}
+    from consumers.rollout import group_replicas
+
+    assert wait_for(lambda: sorted(group_replicas(kafka.settings, "tip")) == sorted(by_id), timeout=90)
+    sent: list[dict] = []
+    publisher = threading.Thread(target=lambda: sent.extend(
+        publish(kafka.settings, rides=800, seed=12, rate=400.0, id_prefix="rolling")))
+    publisher.start()
+    roll = subprocess.Popen([*RIDESTREAM, "deploy", "rolling", "tip", "--version", "vcandidate1", "--timeout", "60s"],
+                            env=fleet.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    order = sorted(by_id)
+    # once the first replica serves the candidate, SIGKILL the one whose turn is next
+    assert wait_for(lambda: any(r.action == "swapped" and r.actor == f"replica {order[0]}" and
+                                _names(kafka, r.plan_id) == [order[0]]
+                                for r in audit_history(kafka.settings, "tip")), timeout=90)
+    fleet.kill(by_id[order[1]])
+    out, err = roll.communicate(timeout=240)
+    assert roll.returncode == 0, out + err
+    assert "passed over" in out
+    publisher.join()
+    done = latest_plans(kafka.settings)["tip"]
+    assert done.state == "promoted" and done.stable == {"tip": "vcandidate1"}
+    assert (store / "tip" / "CURRENT").read_text().strip() == "vcandidate1"
+    steps = [r.detail["replica"] for r in audit_history(kafka.settings, "tip") if r.action == "step"]
+    assert steps == order  # one at a time, in order; the killed one was named, then passed over
+    requests = requests_of(sent)
+    assert wait_for(lambda: requests <= {p["event_id"] for p in tip_predictions(kafka)}, timeout=120)  # nothing lost
+    late = [p for p in tip_predictions(kafka) if p["event_id"] in requests]
+    assert {p["model_version"] for p in late} >= {"vcandidate1"}
+
+
+def _names(kafka, plan_id: int) -> list[str]:
+    """The replicas a plan has moved."""
+    from consumers.control import parse_plan, read_to_end
+
+    for msg in read_to_end(kafka.settings, kafka.settings.topics.control):
+        plan = parse_plan(msg)
+        if plan is not None and plan.plan_id == plan_id:
+            return plan.replicas
+    return []
