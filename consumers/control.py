@@ -148,8 +148,9 @@ class PlanFollower:
     """
 
     def __init__(self, settings: Settings, service: Service, model_names: list[str], serving: dict[str, Model],
-                 load: Callable[[str, str], Model] = load_model, poll_s: float = 0.5):
+                 load: Callable[[str, str], Model] = load_model, poll_s: float = 0.5, colour: str = "blue"):
         self.settings = settings
+        self.colour = colour
         self.service = service
         self.model_names = model_names
         self.load = load
@@ -236,12 +237,13 @@ class PlanFollower:
         self.plan_id = plan.plan_id
         started = time.monotonic()
         try:
-            sets = [self._model_set(versions) for versions in plan.versions_needed()]
+            sets = [self._model_set(versions) for versions in plan.versions_needed(self.colour)]
         except RidestreamError as exc:
             log.error("%s: refusing plan %d: %s", self.service, plan.plan_id, exc)
             self.writer.audit(self.service, plan.plan_id, "refused", str(exc))
             return
-        deployment = Deployment(sets[0], plan, sets[1] if len(sets) > 1 else {}, replica=REPLICA_ID)
+        deployment = Deployment(sets[0], plan, sets[1] if len(sets) > 1 else {}, replica=REPLICA_ID,
+                                colour=self.colour)
         with self._lock:
             self._ready = deployment
         log.info("%s: plan %d ready (%s) in %.1fs", self.service, plan.plan_id, deployment.describe(),

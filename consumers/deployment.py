@@ -70,12 +70,16 @@ class Deployment:
     plan: DeploymentPlan | None = None
     candidate: dict[str, Model] = field(default_factory=dict)
     replica: str = ""  # this process (HOST:PID): whether a rolling update has moved it yet
+    colour: str = "blue"  # this process's colour: whether it publishes under a blue/green plan
     shadow_memory: RideMemory | None = None  # the shadow candidate's own memory of rides
     pairing: dict[str, float] = field(default_factory=lambda: _new_pairing())
 
     @property
     def variants(self) -> tuple[str | None, str | None]:
         """The ``variant`` of the stable's and the candidate's predictions."""
+        if self.plan is not None and self.plan.colours:
+            mine = self.plan.colours.get(self.colour)
+            return ("stable" if mine == self.plan.stable else "candidate"), None
         if self.plan is None or not (self.plan.splits or self.plan.shadows or self.plan.rolls):
             return None, None
         if self.plan.strategy == "ab":

@@ -31,16 +31,23 @@ def now() -> datetime:
 def start_plan(service: str, strategy: str, stable: dict[str, str], candidate: dict[str, str],
                previous: DeploymentPlan | None, *, steps: list[float] | None = None, share: float = 50.0,
                interval_s: float = 600.0, max_mae_ratio: float = 1.10, min_samples: int = 200,
-               reason: str = "") -> DeploymentPlan:
-    """A new active plan, numbered after ``previous`` (the plan in force, if any), with a fresh salt."""
+               reason: str = "", live: str = "blue", cutover: dict[str, int] | None = None) -> DeploymentPlan:
+    """A new active plan, numbered after ``previous`` (the plan in force, if any), with a fresh salt.
+    Blue/green: the ``live`` colour serves ``stable``, the other ``candidate``, from ``cutover``."""
     plan_id = (previous.plan_id if previous else 0) + 1
+    colours = {}
+    if strategy == "bluegreen":
+        colours = {live: stable, ("green" if live == "blue" else "blue"): candidate}
+    elif previous is not None:
+        live, cutover = previous.live, previous.cutover  # the live colour outlives its plan
     steps = list(steps or (DEFAULT_STEPS if strategy == "canary" else []))
     at = now()
     return DeploymentPlan(
         service=service, plan_id=plan_id, strategy=strategy, state="active", stable=stable, candidate=candidate,
         share=steps[0] if strategy == "canary" else (share if strategy == "ab" else 0.0), steps=steps, step=0,
         interval_s=interval_s, salt=new_salt(service, plan_id), max_mae_ratio=max_mae_ratio,
-        min_samples=min_samples, created_at=at, step_started_at=at, reason=reason)
+        min_samples=min_samples, created_at=at, step_started_at=at, reason=reason, colours=colours,
+        live=live if (colours or (previous and previous.live)) else None, cutover=dict(cutover or {}))
 
 
 def _next(plan: DeploymentPlan, reason: str, **changes: Any) -> DeploymentPlan:
@@ -55,13 +62,23 @@ def next_step(plan: DeploymentPlan, reason: str) -> DeploymentPlan:
 def promoted(plan: DeploymentPlan, reason: str) -> DeploymentPlan:
     """The candidate becomes the stable: every replica serves it, no split, no variant."""
     return _next(plan, reason, strategy=None, state="promoted", stable=plan.candidate, candidate={}, share=0.0,
-                 steps=[], step=0, step_started_at=now())
+                 steps=[], step=0, step_started_at=now(), colours={}, switching=False)
 
 
 def rolled_back(plan: DeploymentPlan, reason: str) -> DeploymentPlan:
     """Back to the stable alone, at once: replicas hold it loaded beside the candidate."""
     return _next(plan, reason, strategy=None, state="rolled_back", candidate={}, share=0.0, steps=[], step=0,
-                 step_started_at=now())
+                 step_started_at=now(), colours={}, switching=False)
+
+
+def switching(plan: DeploymentPlan, reason: str) -> DeploymentPlan:
+    """Blue/green, first half of a switch: the live colour stops publishing and reports how far it answered."""
+    return _next(plan, reason, switching=True)
+
+
+def switched(plan: DeploymentPlan, live: str, cutover: dict[str, int], reason: str) -> DeploymentPlan:
+    """Blue/green, second half: ``live`` answers from ``cutover`` on, the other colour below it."""
+    return _next(plan, reason, switching=False, live=live, cutover=cutover)
 
 
 def judged_model(plan: DeploymentPlan) -> tuple[str, str, str, str]:
@@ -216,7 +233,8 @@ def controller_tick(settings: Any) -> Callable[[Any], None]:
 
 
 # --- rolling updates -------------------------------------------------------------------------------
-def group_replicas(settings: Any, service: str, timeout: float = 10.0, attempts: int = 5) -> list[str]:
+def group_replicas(settings: Any, service: str, timeout: float = 10.0, attempts: int = 5,
+                   group: str | None = None) -> list[str]:
     """The replicas (HOST:PID) now in the service's consumer group, from the client ids the
     runtime gives its consumers (``…@HOST:PID``), sorted. Asked again while the coordinator
     cannot answer (a group being formed, a broker away); then a one-line error."""
@@ -225,7 +243,7 @@ def group_replicas(settings: Any, service: str, timeout: float = 10.0, attempts:
     from shared.errors import RidestreamError
     from shared.kafka.clients import make_admin
 
-    group = settings.group_id(service)
+    group = group or settings.group_id(service)
     admin = make_admin(settings)  # held until the answer: a client collected meanwhile fails the future
     for attempt in range(attempts):
         try:

@@ -113,25 +113,33 @@ class Runtime:
                  stop_event: threading.Event | None = None, sink: Sink | None = None,
                  bounds: dict[tuple[str, int], tuple[int, int]] | None = None,
                  progress: Callable[[int], None] | None = None,
-                 observe: Callable[[list[Any]], None] | None = None, follow_plans: bool = False):
+                 observe: Callable[[list[Any]], None] | None = None, follow_plans: bool = False,
+                 colour: str = "blue"):
         """``sink`` replaces the Kafka output (replay to a file or a backfill topic). ``bounds``
         — (topic, partition) → [start, end) offsets — makes a bounded run that reads exactly those
         ranges without joining a group or committing anything, and stops by itself. ``progress``
         hears how many messages each batch took; ``observe`` sees each batch's valid events.
         ``follow_plans`` makes the process read its service's deployment plan on ``rides.control``
-        at start and follow it while running (:class:`consumers.control.PlanFollower`)."""
+        at start and follow it while running (:class:`consumers.control.PlanFollower`). ``colour``
+        (blue/green) names a full set of replicas in a consumer group of its own: blue is the
+        service's usual group; a green replica publishes only when a blue/green plan makes it live."""
         self.spec = spec
         self.settings = settings
         self.models = models
-        self.group_id = group_id or settings.group_id(spec.name)
+        self.colour = colour
+        self.group_id = group_id or settings.group_id(spec.name) + ("" if colour == "blue" else f"-{colour}")
         self.input_topic = input_topic or settings.topics.events
         self.output_topic = output_topic or settings.topics.predictions(spec.name)
         self.shadow_topic = settings.topics.shadow(spec.name)
         self.dlq_topic = settings.topics.dlq
         self.metrics = metrics or ServiceMetrics(spec.name)
         self.memory = RideMemory(spec.memory_size)
-        self.deployment = Deployment(models)
-        self.follower = PlanFollower(settings, spec.name, spec.model_names, models) if follow_plans else None
+        self.deployment = Deployment(models, colour=colour)
+        self.follower = (PlanFollower(settings, spec.name, spec.model_names, models, colour=colour)
+                         if follow_plans else None)
+        # what this replica publishes: None = everything; else (mode, cut-over) of a blue/green plan
+        self._gate: tuple[str, dict[int, int]] | None = None if colour == "blue" else ("none", {})
+        self._applied_cut: dict[int, int] = {}
         self._report_at = 0.0
         self._variant_counts: dict[str, int] = {}
         self._stop = stop_event or threading.Event()
@@ -194,6 +202,8 @@ class Runtime:
         try:
             with steady_gc():
                 while not self.stopping and (self.bounds is None or remaining):
+                    if self.follower is not None:
+                        self._take_plan()  # between two batches, with none in hand
                     msgs = self._next_batch()
                     if self.bounds is not None:
                         msgs = self._within_bounds(msgs, remaining)
@@ -221,10 +231,7 @@ class Runtime:
         self._settle_if_due()
 
     def _quiet(self) -> None:
-        """Nothing arrived for a whole wait: settle, show the lag as it now is, and swap in a new
-        plan's deployment if one is ready (a quiet stream must not keep a plan from taking effect)."""
-        if self.follower is not None:
-            self._take_plan()
+        """Nothing arrived for a whole wait: settle, and show the lag as it now is."""
         self._settle_if_due()
         if self._lag_stale:
             self._update_lag()
@@ -258,8 +265,6 @@ class Runtime:
         trees run (:func:`shared.ml.compiled.meanwhile`), or as soon as no next batch is waiting
         (:meth:`_next_batch`), so a batch's Python work overlaps the next one's native work."""
         received = time.monotonic()
-        if self.follower is not None:
-            self._take_plan()
         batch = ScoredBatch(received, BatchResult(consumed=len(msgs)))
         valid = [msg for msg in msgs if msg.error() is None]
         if len(valid) < len(msgs):
@@ -271,8 +276,9 @@ class Runtime:
             batch.first_offsets = {(topic, p): offset for p, offset in first.items()}
             batch.next_offsets = {(topic, p): offset + 1 for p, offset in last.items()}
         events = _read_all(valid)
+        kept = valid
         if events is None:
-            events = self._read_each(valid, batch)
+            events, kept = self._read_each(valid, batch)
 
         by_type = by_event_type(events)
         for event_type, group in by_type.items():  # once per type, not per event
@@ -283,6 +289,8 @@ class Runtime:
         previous, self._deferred = self._deferred, None
         with meanwhile(partial(self._emit, previous)) if previous else nullcontext():
             batch.predictions, batch.shadow = self.deployment.score(self.spec, self.memory, by_type, scored_at)
+        if self._gate is not None:  # blue/green: scored (warm), published only where this colour answers
+            self._mute(batch, events, kept)
         self.metrics.scoring.observe(time.monotonic() - received)
         batch.result.predictions = len(batch.predictions)
         if self.deployment.variants[0] is not None:
@@ -298,9 +306,10 @@ class Runtime:
         self._settle_if_due()
         return batch.result
 
-    def _read_each(self, msgs: Sequence[Message], batch: ScoredBatch) -> list[Any]:
-        """The batch's valid events, one message at a time; the others become dead letters."""
-        events = []
+    def _read_each(self, msgs: Sequence[Message], batch: ScoredBatch) -> tuple[list[Any], list[Message]]:
+        """The batch's valid events and their messages, one message at a time; the others become
+        dead letters."""
+        events, kept = [], []
         for msg in msgs:
             try:
                 event = read_event(msg.value())
@@ -315,7 +324,8 @@ class Runtime:
                 batch.result.dead_letters += 1
                 continue
             events.append(event)
-        return events
+            kept.append(msg)
+        return events, kept
 
     def _emit(self, batch: ScoredBatch) -> None:
         """Produce a scored batch's dead letters and predictions; its offsets then wait for the
@@ -362,12 +372,66 @@ class Runtime:
             return
         self._report(force=True)  # what the old deployment answered
         self._report_at = time.monotonic()
+        self._follow_colours(deployment.plan)
         self.deployment = deployment
         self.models = deployment.stable
         self._show_models()
         plan = deployment.plan
         log.info("%s: now serving %s", self.spec.name, deployment.describe())
         self.follower.writer.audit(self.spec.name, plan.plan_id, "swapped", deployment.describe())
+
+    def _answers(self, msg: Message) -> bool:
+        mode, cut = self._gate
+        if mode == "from":
+            return msg.offset() >= cut.get(msg.partition(), 0)
+        if mode == "below":
+            return msg.offset() < cut.get(msg.partition(), 0)
+        return mode == "all"
+
+    def _mute(self, batch: ScoredBatch, events: list[Any], kept: Sequence[Message]) -> None:
+        """Drop the output of the messages this colour does not answer (the other colour does)."""
+        muted = {e.event_id for e, m in zip(events, kept) if not self._answers(m)}
+        batch.predictions = batch.predictions.without(muted)
+        batch.shadow = batch.shadow.without(muted)
+        batch.dead_letters = [(m, h) for m, h in batch.dead_letters if self._answers(m)]
+        batch.result.predictions = len(batch.predictions)
+
+    def _follow_colours(self, plan: Any) -> None:
+        """A blue/green plan's side of a swap. The live colour, asked to stop, publishes the rest
+        of what it holds, waits for the broker, commits, and reports the committed offsets — how far
+        it answered — as the cut-over; the colour named live from a cut-over goes back (or on) to
+        it, so it answers every event from there: none twice, none missed."""
+        mode, cut = plan.publishes(self.colour) if plan is not None else ("all" if self.colour == "blue" else "none", {})
+        ready = getattr(self, "consumer", None) is not None
+        if plan is not None and plan.switching and self.colour == (plan.live or "blue") and ready:
+            self._emit_deferred()
+            self._settle(wait=True)
+            self._commit_pending(sync=True)
+            assigned = self.consumer.assignment()
+            committed = self.consumer.committed(assigned, timeout=30) if assigned else []
+            offsets = {str(tp.partition): max(tp.offset, 0) for tp in committed}
+            self.follower.writer.audit(self.spec.name, plan.plan_id, "cutover", f"{self.colour} stopped",
+                                       colour=self.colour, offsets=offsets)
+        elif mode == "from" and cut != self._applied_cut and ready:
+            self._emit_deferred()
+            self._settle(wait=True)
+            self._commit_pending(sync=True)
+            mine = [tp for tp in self.consumer.assignment() if tp.partition in cut]
+            for tp in mine:
+                key = (tp.topic, tp.partition)
+                for offsets in (self._pending, self._committing, self._unsettled, self._rewind):
+                    offsets.pop(key, None)
+                try:
+                    self.consumer.seek(TopicPartition(tp.topic, tp.partition, cut[tp.partition]))
+                except KafkaException as exc:
+                    log.warning("cannot seek partition %d to the cut-over: %s", tp.partition, exc.args[0].str())
+            if mine:
+                self.consumer.commit(offsets=[TopicPartition(tp.topic, tp.partition, cut[tp.partition]) for tp in mine],
+                                     asynchronous=False)
+            log.info("%s is live from %s", self.colour, cut)
+        if mode == "from":
+            self._applied_cut = cut
+        self._gate = None if mode == "all" else (mode, cut)
 
     def _show_models(self) -> None:
         self.metrics.model_info.clear()

@@ -22,6 +22,8 @@ def consume(
     metrics_port: int = typer.Option(None, help="serve /metrics on this port (0 = off)"),
     model: list[str] = typer.Option(None, "--model", help="VERSION, NAME=VERSION or an artifact folder, to pin a "
                                     "model (a pinned process follows no deployment plan)"),
+    colour: str = typer.Option("blue", "--colour", help="blue (the service's usual group) or green: a second full "
+                               "set of replicas for a blue/green deployment, publishing only while live"),
 ) -> None:
     """Run one process of a service until SIGTERM or Ctrl-C, which drain it cleanly. It serves each
     model's champion, or what the deployment plan on rides.control says, and follows new plans live."""
@@ -30,11 +32,14 @@ def consume(
         signal.signal(sig, lambda *_: stopping.set())
     if service not in SERVICES:
         raise typer.BadParameter(f"unknown service {service!r}: choose one of {', '.join(SERVICES)}")
+    if colour not in ("blue", "green"):
+        raise typer.BadParameter(f"unknown colour {colour!r}: blue or green")
     overrides = {"batch_size": batch_size, "metrics_port": metrics_port}
     settings = load_settings(**{k: v for k, v in overrides.items() if v is not None})
     spec = SERVICE_SPECS[service]  # type: ignore[index]
     models = pick_models(spec, model)
-    runtime = Runtime(spec, settings, models, group_id=group, stop_event=stopping, follow_plans=not model)
+    runtime = Runtime(spec, settings, models, group_id=group, stop_event=stopping, follow_plans=not model,
+                      colour=colour)
     require_topics(make_admin(settings), settings, [runtime.input_topic, runtime.output_topic, runtime.dlq_topic])
     runtime.metrics.serve(settings.metrics_port)
     versions = ", ".join(f"{n} {m.version}" for n, m in models.items())

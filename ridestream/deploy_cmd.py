@@ -160,12 +160,98 @@ def rolling(
         raise typer.Exit(1)
 
 
+@app.command()
+def bluegreen(service: str = SERVICE_ARG, version: list[str] = VERSION_OPT) -> None:
+    """A second full set of replicas (the idle colour) runs the candidate warm on the same events;
+    `deploy switch` makes it live."""
+    current = latest_plans(_connect()).get(_service(service))
+    live = (current.live if current else None) or "blue"
+    idle = "green" if live == "blue" else "blue"
+    settings, _ = _begin(service, "bluegreen", version, live=live, cutover=dict(current.cutover) if current else {})
+    group = settings.group_id(service) + ("" if idle == "blue" else f"-{idle}")
+    out.print(f"{service}: {live} is live; start the {idle} replicas (group {group}): "
+              f"ridestream consume {service} --colour {idle}; then ridestream deploy switch {service}")
+
+
+@app.command()
+def switch(
+    service: str = SERVICE_ARG,
+    timeout: str = typer.Option("1m", help="longest wait for the live colour's replicas to stop and report"),
+) -> None:
+    """Make the idle colour live (and, run again, switch back) at a cut-over both colours agree on:
+    every event answered once across the switch."""
+    from consumers.rollout import AuditTail, group_replicas, switched, switching
+
+    service = _service(service)
+    settings = _connect()
+    current = latest_plans(settings).get(service)
+    if current is None or current.strategy != "bluegreen" or current.state != "active":
+        raise DeployError(f"{service} has no active blue/green plan: `ridestream deploy bluegreen {service} --version V`")
+    old = current.live or "blue"
+    new = "green" if old == "blue" else "blue"
+    writer = ControlWriter(settings, "cli")
+    tail = AuditTail(settings)
+    try:
+        stop = switching(current, f"switching from {old} to {new}")
+        old_group = settings.group_id(service) + ("" if old == "blue" else f"-{old}")
+        replicas = group_replicas(settings, service, group=old_group)
+        writer.plan(stop, "switch")
+        writer.producer.flush(10)
+        out.print(f"{service}: {old} stops answering ({len(replicas)} replicas)…")
+        reports: dict[str, dict[str, int]] = {}
+
+        def reported(record) -> bool:
+            if record.action == "cutover" and record.plan_id == stop.plan_id:
+                reports[record.actor] = record.detail.get("offsets", {})
+            return all(f"replica {r}" in reports for r in replicas)
+
+        if not tail.wait(reported, _duration_s(timeout)):
+            missing = [r for r in replicas if f"replica {r}" not in reports]
+            resumed = switched(stop, old, dict(current.cutover), f"switch abandoned: {', '.join(missing)} did not stop")
+            writer.plan(resumed, "switch")
+            raise DeployError(f"{', '.join(missing)} of {old} did not report within {timeout}: {old} stays live")
+        cutover = _cutover(settings, old_group, reports)
+        live = switched(stop, new, cutover, f"{new} is live from the offsets where {old} stopped")
+        writer.plan(live, "switch", cutover=cutover)
+    finally:
+        tail.close()
+        writer.close()
+    out.print(f"{service}: {new} is live from {cutover}")
+
+
+def _cutover(settings: Settings, group: str, reports: dict[str, dict[str, int]]) -> dict[str, int]:
+    """Each partition's offset where the stopped colour's answers end: what its replicas reported,
+    and for a partition none of them held, the group's committed offset (0 if it never committed)."""
+    from confluent_kafka import TopicPartition
+
+    from shared.kafka.clients import make_consumer
+
+    cutover = {p: o for offsets in reports.values() for p, o in offsets.items()}
+    topic = settings.topics.events
+    consumer = make_consumer(settings, group)
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        missing = [TopicPartition(topic, p) for p in partitions if str(p) not in cutover]
+        for tp in consumer.committed(missing, timeout=10) if missing else []:
+            cutover[str(tp.partition)] = max(tp.offset, 0)
+    finally:
+        consumer.close()
+    return cutover
+
+
 def _end(service: str, action: str) -> None:
     service = _service(service)
     settings = _connect()
     current = latest_plans(settings).get(service)
     if current is None or current.state != "active":
         raise DeployError(f"{service} has no active plan to {action}")
+    if current.strategy == "bluegreen":
+        serves = current.colours.get(current.live or "blue")
+        wanted = current.candidate if action == "promote" else current.stable
+        if serves != wanted:
+            raise DeployError(f"the live colour ({current.live or 'blue'}) does not serve the "
+                              f"{'candidate' if action == 'promote' else 'stable'}: "
+                              f"`ridestream deploy switch {service}` first")
     writer = ControlWriter(settings, "cli")
     if action == "promote":
         from shared.ml.registry import set_alias

@@ -19,6 +19,8 @@ from shared.contract.events import SCHEMA_VERSION, Id, UtcTime, WireModel
 from shared.contract.topics import Service
 
 Strategy = Literal["canary", "shadow", "ab", "bluegreen", "rolling"]
+Colour = Literal["blue", "green"]
+COLOURS: tuple[str, ...] = ("blue", "green")
 STRATEGIES: tuple[str, ...] = ("canary", "shadow", "ab", "bluegreen", "rolling")
 PlanState = Literal["active", "promoted", "rolled_back"]
 Versions = dict[str, Annotated[str, Field(min_length=1, max_length=128)]]  # model name → version
@@ -39,7 +41,15 @@ class DeploymentPlan(WireModel):
       (``candidate``), the rest to "a" (``stable``);
     - rolling: the replicas named in ``replicas`` (``HOST:PID``) serve ``candidate``, the others
       ``stable``; ``ridestream deploy rolling`` adds them one at a time, each seen healthy first;
-    - bluegreen: a colour of replicas moves whole (see docs/deployments.md).
+    - bluegreen: two full sets of replicas, each its own consumer group (``ridestream-SERVICE`` is
+      blue, ``ridestream-SERVICE-green`` green), each serving ``colours[its colour]`` on the same
+      events; only ``live`` publishes. ``cutover`` (partition → offset) is where the live colour
+      began answering: it answers from there, the other colour only below it, so across a switch
+      every event is answered once. While ``switching``, the live colour stops publishing and
+      reports how far it answered; the switch command then names the other colour live with those
+      offsets as the cut-over.
+
+    ``live`` outlives the plan: after a blue/green plan ends, its live colour goes on serving.
     """
 
     schema_version: Literal[1] = SCHEMA_VERSION
@@ -62,6 +72,11 @@ class DeploymentPlan(WireModel):
     reason: str = ""
     replicas: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
         default_factory=list, description="rolling: the replicas (HOST:PID) already moved to the candidate")
+    colours: dict[Colour, Versions] = Field(default_factory=dict, description="bluegreen: each colour's versions")
+    live: Colour | None = Field(default=None, description="bluegreen: the colour that publishes (blue when unset)")
+    switching: bool = Field(default=False, description="bluegreen: the live colour stops and reports its offsets")
+    cutover: dict[str, Annotated[int, Field(ge=0)]] = Field(
+        default_factory=dict, description="bluegreen: partition → the offset from which the live colour answers")
 
     @property
     def splits(self) -> bool:
@@ -76,13 +91,26 @@ class DeploymentPlan(WireModel):
     def rolls(self) -> bool:
         return self.state == "active" and self.strategy == "rolling" and bool(self.candidate)
 
-    def versions_needed(self) -> list[Versions]:
-        """The model sets a replica must hold loaded to follow this plan (a rolling update's
-        replicas hold both, so each moves the moment its turn comes)."""
+    def versions_needed(self, colour: str = "blue") -> list[Versions]:
+        """The model sets a replica (of ``colour``) must hold loaded to follow this plan (a rolling
+        update's replicas hold both, so each moves the moment its turn comes)."""
+        if colour in self.colours:
+            return [self.colours[colour]]
         return [self.stable, self.candidate] if (self.splits or self.shadows or self.rolls) else [self.stable]
 
+    def publishes(self, colour: str) -> tuple[str, dict[int, int]]:
+        """How a replica of ``colour`` gates its output: ("all" | "none" | "from" | "below", cut-over)."""
+        live = self.live or "blue"
+        cut = {int(p): o for p, o in self.cutover.items()}
+        if self.switching:
+            return "none", {}
+        if colour == live:
+            return ("from", cut) if cut else ("all", {})
+        return ("below", cut) if cut else ("none", {})
 
-Action = Literal["plan", "step", "promote", "rollback", "refused", "loaded", "swapped", "alias", "decision", "report"]
+
+Action = Literal["plan", "step", "promote", "rollback", "refused", "loaded", "swapped", "alias", "decision", "report",
+                 "switch", "cutover"]
 
 
 class AuditRecord(WireModel):

@@ -92,6 +92,17 @@ class PredictionColumns:
                                                              self.values, remaining, self.ids)]
 
 
+def _without(part: PredictionColumns, muted: set[str]) -> PredictionColumns:
+    keep = [i for i, e in enumerate(part.event_ids) if e not in muted]
+
+    def pick(values: list[Any] | None) -> list[Any] | None:
+        return None if values is None else [values[i] for i in keep]
+
+    return PredictionColumns(part.service, part.model_version, pick(part.ride_ids), pick(part.event_ids),
+                             pick(part.event_times), pick(part.values), part.scored_at, pick(part.remaining_min),
+                             part.variant)
+
+
 class Predictions(Sequence[dict[str, Any]]):
     """All predictions of one batch (one :class:`PredictionColumns` per rule). Reads as a sequence
     of contract dicts; sinks that write bytes use :attr:`parts` and skip the dicts."""
@@ -101,6 +112,10 @@ class Predictions(Sequence[dict[str, Any]]):
 
     def __len__(self) -> int:
         return sum(len(p) for p in self.parts)
+
+    def without(self, event_ids: set[str]) -> Predictions:
+        """These predictions but those answering ``event_ids``."""
+        return Predictions([_without(p, event_ids) for p in self.parts]) if event_ids else self
 
     @cached_property
     def _records(self) -> list[dict[str, Any]]:

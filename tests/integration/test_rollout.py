@@ -278,3 +278,41 @@ def _names(kafka, plan_id: int) -> list[str]:
         if plan is not None and plan.plan_id == plan_id:
             return plan.replicas
     return []
+
+
+def test_blue_green_switch_and_switch_back_answer_every_event_exactly_once(kafka, fleet, store):
+    champion = (store / "tip" / "CURRENT").read_text().strip()
+    fleet.start("tip")
+    fleet.start("tip", "--colour", "green")
+    deploy = cli(fleet, "deploy", "bluegreen", "tip", "--version", "vcandidate1")
+    assert deploy.returncode == 0, deploy.stderr
+    plan = latest_plans(kafka.settings)["tip"]
+    assert plan.colours == {"blue": {"tip": champion}, "green": {"tip": "vcandidate1"}} and plan.live == "blue"
+    assert wait_for(lambda: sum(r.action == "swapped" and r.plan_id == plan.plan_id
+                                for r in audit_history(kafka.settings, "tip")) == 2, timeout=60)
+    sent: list[dict] = []
+    publisher = threading.Thread(target=lambda: sent.extend(
+        publish(kafka.settings, rides=1000, seed=13, rate=400.0, id_prefix="bluegreen")))
+    publisher.start()
+
+    def versions() -> Counter:
+        return Counter(p["model_version"] for p in tip_predictions(kafka))
+
+    assert wait_for(lambda: versions()[champion] > 100, timeout=90)
+    to_green = cli(fleet, "deploy", "switch", "tip")
+    assert to_green.returncode == 0, to_green.stdout + to_green.stderr
+    assert latest_plans(kafka.settings)["tip"].live == "green"
+    assert wait_for(lambda: versions()["vcandidate1"] > 100, timeout=90)
+    served_by_blue = versions()[champion]
+    back = cli(fleet, "deploy", "switch", "tip")
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert latest_plans(kafka.settings)["tip"].live == "blue"
+    publisher.join()
+    requests = requests_of(sent)
+    assert wait_for(lambda: requests <= {p["event_id"] for p in tip_predictions(kafka)}, timeout=120)
+    preds = tip_predictions(kafka)
+    counts = Counter(p["event_id"] for p in preds)
+    assert set(counts) == requests and max(counts.values()) == 1  # no gap, no overlap, across both switches
+    assert versions()[champion] > served_by_blue  # blue answered again after the switch back
+    assert {p["variant"] for p in preds} == {"stable", "candidate"}
+    assert all((p["variant"] == "candidate") == (p["model_version"] == "vcandidate1") for p in preds)
