@@ -231,8 +231,10 @@ class Runtime:
         self._settle_if_due()
 
     def _quiet(self) -> None:
-        """Nothing arrived for a whole wait: settle, and show the lag as it now is."""
+        """Nothing arrived for a whole wait: settle, show the lag as it now is, and report what the
+        variants answered if a report is due."""
         self._settle_if_due()
+        self._report()
         if self._lag_stale:
             self._update_lag()
 

@@ -115,6 +115,13 @@ def test_shadow_never_reaches_riders_and_rollback_is_instant(kafka, fleet):
     assert {(p["variant"], p["model_version"]) for p in shadow} == {("shadow", "vcandidate1")}
     assert len(user) == len(shadow) == len(requests)
 
+    def status() -> str:
+        return cli(fleet, "deploy", "status", "tip").stdout
+
+    # the replica's periodic report (every 10 s) pairs the two sides on the same events: the same trees
+    assert wait_for(lambda: "mean difference +0.000" in status(), timeout=60), status()
+    assert "shadow of tip vcandidate1" in status()
+
     back = cli(fleet, "deploy", "rollback", "tip")
     assert back.returncode == 0, back.stderr
     ended = latest_plans(kafka.settings)["tip"]
