@@ -40,21 +40,27 @@ def now() -> datetime:
 
 
 # --- reading ---------------------------------------------------------------------------------------
-def _reader(settings: Settings, topic: str) -> Consumer:
-    """A consumer outside any group (it commits nothing), at the start of every partition of ``topic``."""
+def topic_reader(settings: Settings, topic: str) -> Consumer | None:
+    """A consumer outside any group (it commits nothing), at the start of every partition of
+    ``topic``; None while the topic does not exist (or the broker does not answer)."""
     consumer = make_consumer(settings, f"{settings.namespace}ridestream-control-reader",
                              **{"enable.partition.eof": True})
     try:
-        partitions = consumer.list_topics(topic, timeout=settings.connect_timeout_s).topics[topic].partitions
+        meta = consumer.list_topics(topic, timeout=settings.connect_timeout_s).topics.get(topic)
     except KafkaException:
-        partitions = {}
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions or [0]])
+        meta = None
+    if meta is None or meta.error is not None or not meta.partitions:
+        consumer.close()
+        return None
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
     return consumer
 
 
 def read_to_end(settings: Settings, topic: str, timeout: float = 15.0) -> Iterator[Message]:
     """Every message of ``topic`` as it is now, in order per partition; nothing if it does not exist."""
-    consumer = _reader(settings, topic)
+    consumer = topic_reader(settings, topic)
+    if consumer is None:
+        return
     try:
         ends = {}
         for tp in consumer.assignment():
@@ -190,7 +196,7 @@ class PlanFollower:
         try:
             while not self._stop.is_set():
                 if consumer is None:
-                    consumer = self._subscribe()
+                    consumer = topic_reader(self.settings, self.settings.topics.control)
                     if consumer is None:
                         self._caught_up.set()  # no control topic yet: nothing to follow (we retry)
                         self._stop.wait(5)
@@ -213,20 +219,6 @@ class PlanFollower:
         finally:
             if consumer is not None:
                 consumer.close()
-
-    def _subscribe(self) -> Consumer | None:
-        topic = self.settings.topics.control
-        consumer = make_consumer(self.settings, f"{self.settings.namespace}ridestream-control-reader",
-                                 **{"enable.partition.eof": True})
-        try:
-            meta = consumer.list_topics(topic, timeout=self.settings.connect_timeout_s).topics.get(topic)
-        except KafkaException:
-            meta = None
-        if meta is None or meta.error is not None or not meta.partitions:
-            consumer.close()
-            return None
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
-        return consumer
 
     def _caught_up_with(self, newest: DeploymentPlan | None) -> None:
         if newest is not None:

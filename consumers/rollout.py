@@ -17,7 +17,14 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from shared.contract.control import DeploymentPlan, new_salt
+from confluent_kafka import KafkaException
+from pydantic import ValidationError
+
+from consumers.control import ControlWriter, parse_plan, topic_reader
+from shared.contract.control import AuditRecord, DeploymentPlan, new_salt
+from shared.errors import RidestreamError
+from shared.kafka.clients import make_admin
+from shared.ml.registry import set_alias
 
 log = logging.getLogger("ridestream.rollout")
 
@@ -135,7 +142,7 @@ class RolloutController:
         return stable, candidate, detail
 
     def _canary(self, plan: DeploymentPlan) -> None:
-        from consumers.analysis import canary_verdict
+        from consumers.analysis import canary_verdict  # scipy: imported when a canary is judged, not by every CLI call
 
         stable, candidate, detail = self._sides(plan, "stable", "candidate")
         verdict, reason = canary_verdict(stable, candidate, plan.min_samples, plan.max_mae_ratio)
@@ -173,14 +180,15 @@ class PlanTable:
     (each ``__call__`` takes what arrived since the last)."""
 
     def __init__(self, settings: Any):
-        from consumers.control import _reader
-
-        self._consumer = _reader(settings, settings.topics.control)
+        self._settings = settings
+        self._consumer = topic_reader(settings, settings.topics.control)
         self._plans: dict[str, DeploymentPlan] = {}
 
     def __call__(self) -> dict[str, DeploymentPlan]:
-        from consumers.control import parse_plan
-
+        if self._consumer is None:  # the topic did not exist yet
+            self._consumer = topic_reader(self._settings, self._settings.topics.control)
+            if self._consumer is None:
+                return dict(self._plans)
         while msgs := [m for m in self._consumer.consume(500, timeout=0) if m.error() is None]:
             for msg in msgs:
                 plan = parse_plan(msg)
@@ -193,15 +201,14 @@ class PlanTable:
         self._plans[plan.service] = plan
 
     def close(self) -> None:
-        self._consumer.close()
+        if self._consumer is not None:
+            self._consumer.close()
 
 
 def controller_tick(settings: Any) -> Callable[[Any], None]:
     """The evaluator's ``on_tick``: a :class:`RolloutController` judging with the evaluator's
     own figures, writing plans and audit records as ``controller``, moving the champion alias on
     promotion."""
-    from consumers.control import ControlWriter
-
     writer = ControlWriter(settings, "controller")
     table = PlanTable(settings)
     evaluator_ref: list[Any] = []
@@ -212,8 +219,6 @@ def controller_tick(settings: Any) -> Callable[[Any], None]:
         table.record(plan)
 
     def promote_alias(plan: DeploymentPlan) -> None:
-        from shared.ml.registry import set_alias
-
         for name, version in plan.stable.items():
             try:
                 set_alias(name, "champion", version)
@@ -238,11 +243,6 @@ def group_replicas(settings: Any, service: str, timeout: float = 10.0, attempts:
     """The replicas (HOST:PID) now in the service's consumer group, from the client ids the
     runtime gives its consumers (``…@HOST:PID``), sorted. Asked again while the coordinator
     cannot answer (a group being formed, a broker away); then a one-line error."""
-    from confluent_kafka import KafkaException
-
-    from shared.errors import RidestreamError
-    from shared.kafka.clients import make_admin
-
     group = group or settings.group_id(service)
     admin = make_admin(settings)  # held until the answer: a client collected meanwhile fails the future
     for attempt in range(attempts):
@@ -260,17 +260,13 @@ class AuditTail:
     """The audit records appended since this tail was made, read without a group."""
 
     def __init__(self, settings: Any):
-        from consumers.control import _reader
-
-        self._consumer = _reader(settings, settings.topics.control_audit)
+        self._consumer = topic_reader(settings, settings.topics.control_audit)
+        if self._consumer is None:
+            raise RidestreamError(f"no topic {settings.topics.control_audit}: run `ridestream topics create`")
         self.seen: list[Any] = []
 
     def wait(self, condition: Callable[[Any], bool], timeout: float) -> bool:
         """Whether a record meeting ``condition`` arrives (or has arrived) within ``timeout`` s."""
-        from pydantic import ValidationError
-
-        from shared.contract.control import AuditRecord
-
         deadline = time.monotonic() + timeout
         while True:
             if any(condition(r) for r in self.seen):

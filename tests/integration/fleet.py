@@ -6,9 +6,11 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import orjson
 from confluent_kafka import TopicPartition
@@ -24,16 +26,23 @@ RIDESTREAM = [sys.executable, "-m", "ridestream.cli"]
 
 @dataclass
 class Fleet:
-    """Service processes started with ``ridestream consume``; all killed at teardown."""
+    """Service processes started with ``ridestream consume``; all killed at teardown. Their output
+    goes to a file each (a pipe nobody reads would stall a process that writes enough of it)."""
 
     env: dict[str, str]
     procs: list[subprocess.Popen] = field(default_factory=list)
+    logs: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="ridestream-fleet-")))
 
     def start(self, service: str, *args: str) -> subprocess.Popen:
-        proc = subprocess.Popen([*RIDESTREAM, "consume", service, *args], env=self.env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        with open(self.logs / f"{service}-{len(self.procs) + 1}.log", "w") as log:
+            proc = subprocess.Popen([*RIDESTREAM, "consume", service, *args], env=self.env,
+                                    stdout=log, stderr=subprocess.STDOUT, text=True)
         self.procs.append(proc)
         return proc
+
+    def output(self) -> str:
+        """What every process printed so far, for an assertion's message."""
+        return "\n".join(f"--- {f.name}\n{f.read_text()[-3000:]}" for f in sorted(self.logs.glob("*.log")))
 
     def terminate(self, proc: subprocess.Popen, timeout: float = 60) -> int:
         proc.send_signal(signal.SIGTERM)

@@ -250,7 +250,7 @@ def test_services_recover_by_themselves_when_the_broker_comes_back(kafka, tmp_pa
         requests = of_type(sent, "ride_requested")
         assert len(requests) == 300
         env = type(kafka)(settings)
-        assert wait_for(lambda: answered(env, "tip", requests), timeout=180)
+        assert wait_for(lambda: answered(env, "tip", requests), timeout=180), f.output()
         assert proc.poll() is None
         assert f.terminate(proc) == 0
     finally:

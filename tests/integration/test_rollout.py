@@ -263,13 +263,15 @@ def test_a_rolling_update_moves_replicas_one_at_a_time_and_loses_nothing_when_on
     fleet.kill(by_id[order[1]])
     out, err = roll.communicate(timeout=240)
     assert roll.returncode == 0, out + err
-    assert "passed over" in out
     publisher.join()
     done = latest_plans(kafka.settings)["tip"]
     assert done.state == "promoted" and done.stable == {"tip": "vcandidate1"}
     assert (store / "tip" / "CURRENT").read_text().strip() == "vcandidate1"
     steps = [r.detail["replica"] for r in audit_history(kafka.settings, "tip") if r.action == "step"]
-    assert steps == order  # one at a time, in order; the killed one was named, then passed over
+    # one at a time, in order; the killed one was named and passed over — or, if the group had
+    # already dropped it when its turn came, never named
+    assert steps in (order, [order[0], order[2]]), steps
+    assert ("passed over" in out) == (order[1] in steps), out
     requests = requests_of(sent)
     assert wait_for(lambda: requests <= {p["event_id"] for p in tip_predictions(kafka)}, timeout=120)  # nothing lost
     late = [p for p in tip_predictions(kafka) if p["event_id"] in requests]
