@@ -21,6 +21,7 @@ from shared.errors import RidestreamError
 from shared.kafka.clients import ensure_reachable, make_admin
 from shared.kafka.settings import Settings, load_settings
 from shared.ml.artifacts import load_model, resolve
+from shared.ml.registry import resolve_version
 
 app = typer.Typer(help="Roll model versions out in the running fleet: canary, shadow, A/B; promote, roll back.",
                   no_args_is_help=True)
@@ -83,12 +84,13 @@ def _begin(service: str, strategy: str, version: list[str], **options) -> tuple[
                           f"`ridestream deploy promote {service}` or `ridestream deploy rollback {service}` first")
     stable = _stable_versions(service, current)
     chosen = choose_versions(SERVICE_SPECS[service], version)
-    candidate = {**stable, **chosen}
     for name, v in chosen.items():
         if "/" in v:
             raise DeployError(f"{v}: a deployment names a version in the model store, not a folder "
                               "(every replica loads it from its own store)")
-        load_model(name, v)  # refused here with its reason before any replica sees it
+        chosen[name] = resolve_version(name, v)  # an alias moves; the plan keeps what it names now
+        load_model(name, chosen[name])  # refused here with its reason before any replica sees it
+    candidate = {**stable, **chosen}
     if candidate == stable:
         raise DeployError(f"{service} already serves {', '.join(f'{n} {v}' for n, v in sorted(stable.items()))}")
     if strategy == "shadow":
@@ -335,7 +337,11 @@ def _status(settings: Settings, services: list[str]) -> Group:
         table = Table("variant", "model", "version", "share served", "online MAE", "samples", "stage", title=title,
                       title_justify="left")
         served = _served(audit, service, plan.plan_id if plan else -1)
-        total = sum(served.values()) or 1
+        total = sum(served.values())
+
+        def share(variant: str) -> str:
+            return f"{100 * served.get(variant, 0) / total:.1f} %" if total else "—"  # no replica report yet
+
         rows = []
         if plan is not None and plan.state == "active":
             model, stable_v, cand_v, stage = judged_model(plan)
@@ -346,7 +352,7 @@ def _status(settings: Settings, services: list[str]) -> Group:
             for variant, version in ((left, stable_v), (right, cand_v)):
                 q = quality.get(f"{service}/{version}/{variant}/{stage}")
                 figures[variant] = Stats(q.n, q.mae, q.sd) if q else Stats(0, 0.0, 0.0)
-                rows.append((variant, model, version, f"{100 * served.get(variant, 0) / total:.1f} %",
+                rows.append((variant, model, version, share(variant),
                              f"{q.mae:.3f}" if q else "—", str(q.n) if q else "0", stage))
             if plan.strategy == "canary":
                 verdict, reason = canary_verdict(figures[left], figures[right], plan.min_samples, plan.max_mae_ratio)
