@@ -176,6 +176,19 @@ def test_an_artifact_the_replica_cannot_use_is_refused_while_the_stable_serves(k
     assert wait_for(lambda: audited(kafka, "refused", plan.plan_id), timeout=60)
     reason = next(r.reason for r in audit_history(kafka.settings, "tip") if r.action == "refused")
     assert "checksum" in reason
+    # an incompatible one: intact bytes, but built on other features than this code makes
+    incompatible = store / "tip" / "vincompatible1"
+    shutil.copytree(store / "tip" / champion, incompatible)
+    meta = json.loads((incompatible / "metadata.json").read_text())
+    meta.update(version="vincompatible1", features=meta["features"][:-1])
+    (incompatible / "metadata.json").write_text(json.dumps(meta, indent=2))
+    other = start_plan("tip", "canary", {"tip": champion}, {"tip": "vincompatible1"}, plan, steps=[50.0])
+    writer = ControlWriter(kafka.settings, "test")
+    writer.plan(other, "plan")
+    writer.close()
+    assert wait_for(lambda: audited(kafka, "refused", other.plan_id), timeout=60)
+    reasons = [r.reason for r in audit_history(kafka.settings, "tip") if r.action == "refused"]
+    assert "features" in reasons[-1] and len(reasons[-1].splitlines()) == 1
     requests = requests_of(publish(kafka.settings, rides=100, seed=8, id_prefix="refused"))
     assert wait_for(lambda: requests <= {p["event_id"] for p in tip_predictions(kafka)}, timeout=60)
     assert {(p["model_version"], p.get("variant")) for p in tip_predictions(kafka)} == {(champion, None)}
