@@ -136,7 +136,7 @@ _stderr_lock = threading.Lock()
 
 @contextmanager
 def _tl2cgen_quietly() -> Iterator[None]:
-    """Keep tl2cgen's chatter out of the user's terminal and logs (at DEBUG, ``-v`` shows it); a
+    """Keep tl2cgen's chatter out of the user's terminal and logs (logged at DEBUG instead); a
     user reads it as a broken install:
 
     - tl2cgen 1.0.0, its newest release, embeds treelite 4.1.2 and writes three lines to stderr
