@@ -127,7 +127,7 @@ class Runtime:
         self.settings = settings
         self.models = models
         self.colour = colour
-        self.group_id = group_id or settings.group_id(spec.name) + ("" if colour == "blue" else f"-{colour}")
+        self.group_id = group_id or settings.group_id(spec.name, colour)
         self.input_topic = input_topic or settings.topics.events
         self.output_topic = output_topic or settings.topics.predictions(spec.name)
         self.shadow_topic = settings.topics.shadow(spec.name)

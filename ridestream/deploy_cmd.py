@@ -170,7 +170,7 @@ def bluegreen(service: str = SERVICE_ARG, version: list[str] = VERSION_OPT) -> N
     live = (current.live if current else None) or "blue"
     idle = "green" if live == "blue" else "blue"
     settings, _ = _begin(service, "bluegreen", version, live=live, cutover=dict(current.cutover) if current else {})
-    group = settings.group_id(service) + ("" if idle == "blue" else f"-{idle}")
+    group = settings.group_id(service, idle)
     out.print(f"{service}: {live} is live; start the {idle} replicas (group {group}): "
               f"ridestream consume {service} --colour {idle}; then ridestream deploy switch {service}")
 
@@ -195,7 +195,7 @@ def switch(
     tail = AuditTail(settings)
     try:
         stop = switching(current, f"switching from {old} to {new}")
-        old_group = settings.group_id(service) + ("" if old == "blue" else f"-{old}")
+        old_group = settings.group_id(service, old)
         replicas = group_replicas(settings, service, group=old_group)
         writer.plan(stop, "switch")
         writer.producer.flush(10)

@@ -94,8 +94,9 @@ class Settings(BaseSettings):
     def topics(self) -> Topics:
         return Topics(self.namespace)
 
-    def group_id(self, service: Service) -> str:
-        return f"{self.namespace}ridestream-{service}"
+    def group_id(self, service: Service, colour: str = "blue") -> str:
+        """A service's consumer group; a blue/green deployment's green replicas have their own."""
+        return f"{self.namespace}ridestream-{service}" + ("" if colour == "blue" else f"-{colour}")
 
     def topic_specs(self) -> list[TopicSpec]:
         retention_ms = int(self.retention_hours * 3600 * 1000)

@@ -23,7 +23,7 @@ def test_defaults_use_the_local_broker_and_the_contract_names():
         "rides.predictions.cost", "rides.events.dlq", "rides.control", "rides.control.audit", "rides.model_quality",
     ]
     assert s.topics.shadow("tip") == "rides.predictions.tip.shadow"
-    assert s.group_id("tip") == "ridestream-tip"
+    assert s.group_id("tip") == "ridestream-tip" and s.group_id("tip", "green") == "ridestream-tip-green"
     assert s.kafka_config() == {
         "bootstrap.servers": "localhost:9092", "client.id": "ridestream", "security.protocol": "PLAINTEXT",
     }
