@@ -37,6 +37,7 @@ from consumers.metrics import ServiceMetrics
 from consumers.scoring import RideMemory, ServiceSpec, by_event_type
 from consumers.sinks import KafkaSink, Sink
 from shared.contract.codec import InvalidMessage, read_event, read_events
+from shared.contract.control import DeploymentPlan
 from shared.contract.predictions import Predictions
 from shared.kafka.clients import consume_ready, make_consumer
 from shared.kafka.settings import Settings
@@ -144,6 +145,7 @@ class Runtime:
         self._variant_counts: dict[str, int] = {}
         self._stop = stop_event or threading.Event()
         self.sink = sink
+        self.consumer: Consumer | None = None  # made by run()
         self.bounds = bounds
         self.progress = progress
         self.observe = observe
@@ -396,28 +398,30 @@ class Runtime:
         batch.predictions = batch.predictions.without(muted)
         batch.shadow = batch.shadow.without(muted)
         batch.dead_letters = [(m, h) for m, h in batch.dead_letters if self._answers(m)]
-        batch.result.predictions = len(batch.predictions)
 
-    def _follow_colours(self, plan: Any) -> None:
+    def _drain(self, only: set[tuple[str, int]] | None = None) -> None:
+        """Produce the batch held back, wait for the broker to acknowledge everything, and commit
+        (``only`` these partitions) synchronously: what was processed is then durable and committed."""
+        self._emit_deferred()
+        self._settle(wait=True)
+        self._commit_pending(only, sync=True)
+
+    def _follow_colours(self, plan: DeploymentPlan) -> None:
         """A blue/green plan's side of a swap. The live colour, asked to stop, publishes the rest
         of what it holds, waits for the broker, commits, and reports the committed offsets — how far
         it answered — as the cut-over; the colour named live from a cut-over goes back (or on) to
         it, so it answers every event from there: none twice, none missed."""
-        mode, cut = plan.publishes(self.colour) if plan is not None else ("all" if self.colour == "blue" else "none", {})
-        ready = getattr(self, "consumer", None) is not None
-        if plan is not None and plan.switching and self.colour == (plan.live or "blue") and ready:
-            self._emit_deferred()
-            self._settle(wait=True)
-            self._commit_pending(sync=True)
+        mode, cut = plan.publishes(self.colour)
+        ready = self.consumer is not None  # not before the first batch: nothing to report or seek yet
+        if plan.switching and self.colour == (plan.live or "blue") and ready:
+            self._drain()
             assigned = self.consumer.assignment()
             committed = self.consumer.committed(assigned, timeout=30) if assigned else []
             offsets = {str(tp.partition): max(tp.offset, 0) for tp in committed}
             self.follower.writer.audit(self.spec.name, plan.plan_id, "cutover", f"{self.colour} stopped",
                                        colour=self.colour, offsets=offsets)
         elif mode == "from" and cut != self._applied_cut and ready:
-            self._emit_deferred()
-            self._settle(wait=True)
-            self._commit_pending(sync=True)
+            self._drain()
             mine = [tp for tp in self.consumer.assignment() if tp.partition in cut]
             for tp in mine:
                 key = (tp.topic, tp.partition)
@@ -548,9 +552,7 @@ class Runtime:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # batches are scored whole before the next poll; produce the last, wait for their
         # deliveries, then commit what was processed on the partitions that are leaving
-        self._emit_deferred()
-        self._settle(wait=True)
-        self._commit_pending({(p.topic, p.partition) for p in partitions}, sync=True)
+        self._drain({(p.topic, p.partition) for p in partitions})
         for p in partitions:
             for offsets in (self._pending, self._committing, self._positions):
                 offsets.pop((p.topic, p.partition), None)
