@@ -125,11 +125,13 @@ class ControlWriter:
         self.producer = make_producer(settings)
 
     def plan(self, plan: DeploymentPlan, action: str, reason: str = "", **detail: Any) -> None:
-        """Put ``plan`` in force and record why."""
+        """Put ``plan`` in force and record why; returns once the broker has both (or after 10 s),
+        so a caller that goes on to watch the replicas' answers watches after the plan."""
         produce(self.producer, self.settings.topics.control, encode(plan), plan.service.encode())
         summary = {"strategy": plan.strategy, "state": plan.state, "stable": plan.stable,
                    "candidate": plan.candidate, "share": plan.share}
         self.audit(plan.service, plan.plan_id, action, reason or plan.reason, plan=summary, **detail)
+        self.producer.flush(10)
 
     def audit(self, service: str, plan_id: int, action: str, reason: str = "", **detail: Any) -> None:
         record = AuditRecord(service=service, plan_id=plan_id, at=now(), action=action, actor=self.actor,

@@ -215,7 +215,6 @@ def controller_tick(settings: Any) -> Callable[[Any], None]:
 
     def write(plan: DeploymentPlan, action: str, reason: str = "", **detail: Any) -> None:
         writer.plan(plan, action, reason, **detail)
-        writer.producer.flush(10)
         table.record(plan)
 
     def promote_alias(plan: DeploymentPlan) -> None:

@@ -143,13 +143,8 @@ def rolling(
 
     settings, plan = _begin(service, "rolling", version)
     writer = ControlWriter(settings, "cli")
-
-    def write(p: DeploymentPlan, action: str, **detail) -> None:
-        writer.plan(p, action, **detail)
-        writer.producer.flush(10)
-
     try:
-        done = roll(settings, plan, write, lambda text: out.print(f"{service}: {text}"), _duration_s(timeout))
+        done = roll(settings, plan, writer.plan, lambda text: out.print(f"{service}: {text}"), _duration_s(timeout))
         if done.state == "promoted":
             from shared.ml.registry import set_alias
 
@@ -198,7 +193,6 @@ def switch(
         old_group = settings.group_id(service, old)
         replicas = group_replicas(settings, service, group=old_group)
         writer.plan(stop, "switch")
-        writer.producer.flush(10)
         out.print(f"{service}: {old} stops answering ({len(replicas)} replicas)…")
         reports: dict[str, dict[str, int]] = {}
 
