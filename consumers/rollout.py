@@ -38,15 +38,16 @@ def now() -> datetime:
 def start_plan(service: str, strategy: str, stable: dict[str, str], candidate: dict[str, str],
                previous: DeploymentPlan | None, *, steps: list[float] | None = None, share: float = 50.0,
                interval_s: float = 600.0, max_mae_ratio: float = 1.10, min_samples: int = 200,
-               reason: str = "", live: str = "blue", cutover: dict[str, int] | None = None) -> DeploymentPlan:
+               reason: str = "") -> DeploymentPlan:
     """A new active plan, numbered after ``previous`` (the plan in force, if any), with a fresh salt.
-    Blue/green: the ``live`` colour serves ``stable``, the other ``candidate``, from ``cutover``."""
+    The live colour and its cut-over outlive a plan, so they come from ``previous``; blue/green: the
+    live colour (blue if none was) serves ``stable``, the other ``candidate``."""
     plan_id = (previous.plan_id if previous else 0) + 1
+    live, cutover = (previous.live, previous.cutover) if previous else (None, {})
     colours = {}
     if strategy == "bluegreen":
+        live = live or "blue"
         colours = {live: stable, ("green" if live == "blue" else "blue"): candidate}
-    elif previous is not None:
-        live, cutover = previous.live, previous.cutover  # the live colour outlives its plan
     steps = list(steps or (DEFAULT_STEPS if strategy == "canary" else []))
     at = now()
     return DeploymentPlan(
@@ -54,7 +55,7 @@ def start_plan(service: str, strategy: str, stable: dict[str, str], candidate: d
         share=steps[0] if strategy == "canary" else (share if strategy == "ab" else 0.0), steps=steps, step=0,
         interval_s=interval_s, salt=new_salt(service, plan_id), max_mae_ratio=max_mae_ratio,
         min_samples=min_samples, created_at=at, step_started_at=at, reason=reason, colours=colours,
-        live=live if (colours or (previous and previous.live)) else None, cutover=dict(cutover or {}))
+        live=live, cutover=dict(cutover))
 
 
 def _next(plan: DeploymentPlan, reason: str, **changes: Any) -> DeploymentPlan:

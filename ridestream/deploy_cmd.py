@@ -161,10 +161,9 @@ def rolling(
 def bluegreen(service: str = SERVICE_ARG, version: list[str] = VERSION_OPT) -> None:
     """A second full set of replicas (the idle colour) runs the candidate warm on the same events;
     `deploy switch` makes it live."""
-    current = latest_plans(_connect()).get(_service(service))
-    live = (current.live if current else None) or "blue"
+    settings, plan = _begin(service, "bluegreen", version)
+    live = plan.live
     idle = "green" if live == "blue" else "blue"
-    settings, _ = _begin(service, "bluegreen", version, live=live, cutover=dict(current.cutover) if current else {})
     group = settings.group_id(service, idle)
     out.print(f"{service}: {live} is live; start the {idle} replicas (group {group}): "
               f"ridestream consume {service} --colour {idle}; then ridestream deploy switch {service}")
