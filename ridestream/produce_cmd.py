@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import signal
 import threading
+import time
 from pathlib import Path
 
 import typer
@@ -11,8 +13,9 @@ import typer
 from producer.backend import Backend, PublishStats
 from producer.sources import simulated, tlc_replay
 from ridestream.console import err
+from shared.contract.topics import describe_topics
 from shared.kafka.clients import make_admin, require_topics
-from shared.kafka.settings import load_settings
+from shared.kafka.settings import Settings, load_settings
 from shared.ml.artifacts import load_model
 
 
@@ -37,6 +40,10 @@ def produce(
     backend = Backend(settings, load_model("initial_duration"), stop_event=stopping)
     if from_tlc is not None:
         chunks = tlc_replay(from_tlc, seed=seed)
+        first = next(chunks, None)
+        if first is not None:
+            warn_if_older_than_retention(settings, float(first[0]["requested_s"].min()))
+            chunks = itertools.chain([first], chunks)
         pace = {"speedup": speedup} if speedup else {"rate": events_per_s}
     else:
         chunks = simulated(rides, seed=seed)
@@ -51,3 +58,14 @@ def produce(
               f"initial estimates): {stats.acked} acknowledged, {stats.failed} failed")
     if stats.failed:
         raise typer.Exit(1)
+
+
+def warn_if_older_than_retention(settings: Settings, oldest_s: float) -> None:
+    """The broker deletes messages by their timestamps: trips older than the events topic's
+    retention would vanish at its next retention check (every 5 minutes), before anyone replays them."""
+    (info,) = describe_topics(make_admin(settings), [settings.topics.events])
+    age_h = (time.time() - oldest_s) / 3600
+    if info is not None and info.retention_ms is not None and 0 <= info.retention_ms < age_h * 3600 * 1000:
+        err.print(f"warning: these trips are {age_h / 24:,.0f} days old and {info.name} keeps messages "
+                  f"{info.retention_ms / 3_600_000:,.0f} h, so the broker will delete them within minutes: "
+                  "create the topics with RIDESTREAM_RETENTION_HOURS=0 (keep forever) or longer than their age")

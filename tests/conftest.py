@@ -85,17 +85,20 @@ class KafkaTestEnv:
             **os.environ,
             "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
             "RIDESTREAM_NAMESPACE": self.settings.namespace,
+            "RIDESTREAM_RETENTION_HOURS": str(self.settings.retention_hours),
         }
 
 
 @pytest.fixture
 def kafka(kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch) -> KafkaTestEnv:
-    """Settings for this test only: the session broker, a unique namespace, small topics."""
+    """Settings for this test only: the session broker, a unique namespace, small topics kept
+    forever (tests publish rides stamped in 2019, which a 7-day retention deletes at the broker's
+    next retention check, in the middle of a test)."""
     for var in [v for v in os.environ if v.startswith("RIDESTREAM_")]:
         monkeypatch.delenv(var)
     namespace = f"t{uuid.uuid4().hex[:10]}."
     settings = Settings(
         bootstrap_servers=kafka_bootstrap, namespace=namespace,
-        events_partitions=3, predictions_partitions=3, _env_file=None,
+        events_partitions=3, predictions_partitions=3, retention_hours=0, _env_file=None,
     )
     return KafkaTestEnv(settings)

@@ -50,7 +50,8 @@ class Settings(BaseSettings):
     predictions_partitions: int = Field(default=6, ge=1)
     dlq_partitions: int = Field(default=1, ge=1)
     replication_factor: int = Field(default=1, ge=1)
-    retention_hours: float = Field(default=168.0, gt=0, description="7 days")
+    retention_hours: float = Field(default=168.0, ge=0, description="7 days; 0 keeps messages forever "
+                                   "(for replaying data older than the retention, such as the TLC trips of 2019)")
 
     # --- the fleet -----------------------------------------------------------------------------
     batch_size: int = Field(default=10_000, ge=1, le=100_000, description="most messages per batch")
@@ -98,8 +99,15 @@ class Settings(BaseSettings):
         """A service's consumer group; a blue/green deployment's green replicas have their own."""
         return f"{self.namespace}ridestream-{service}" + ("" if colour == "blue" else f"-{colour}")
 
+    @property
+    def retention_ms(self) -> int:
+        """The topics' ``retention.ms``; -1 (Kafka's "forever") for 0 hours. The broker deletes
+        messages by their timestamps, so events stamped with old event times (a TLC file from
+        2019) are deleted at its next retention check unless the retention is longer than their age."""
+        return -1 if self.retention_hours == 0 else int(self.retention_hours * 3600 * 1000)
+
     def topic_specs(self) -> list[TopicSpec]:
-        retention_ms = int(self.retention_hours * 3600 * 1000)
+        retention_ms = self.retention_ms
         t = self.topics
 
         def spec(name: str, partitions: int) -> TopicSpec:
@@ -118,7 +126,7 @@ class Settings(BaseSettings):
     def shadow_spec(self, service: Service) -> TopicSpec:
         """The topic of a shadow candidate's predictions, made when a shadow plan needs it."""
         return TopicSpec(self.topics.shadow(service), self.predictions_partitions, self.replication_factor,
-                         int(self.retention_hours * 3600 * 1000))
+                         self.retention_ms)
 
     def kafka_config(self, tuning: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
         """The librdkafka configuration shared by every client: the one place settings become

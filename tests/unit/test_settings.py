@@ -67,6 +67,8 @@ def test_topic_specs_follow_the_settings():
     assert {s.retention_ms for s in specs if not s.compacted} == {2 * 3600 * 1000}
     assert [s.name for s in specs if s.compacted] == ["rides.control", "rides.model_quality"]
     assert all(s.new_topic().config["cleanup.policy"] == "compact" for s in specs if s.compacted)
+    forever = Settings(retention_hours=0, _env_file=None).topic_specs()
+    assert {s.retention_ms for s in forever if not s.compacted} == {-1}
 
 
 @pytest.mark.parametrize(
