@@ -8,12 +8,12 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test install browser broker-jars clean
+.PHONY: run test install browser postgres broker-jars clean
 
 run: install
 	$(BIN)/ridestream run
 
-test: install browser
+test: install browser postgres
 	$(BIN)/pytest
 
 # headless Chromium renders the dashboard in a test; installed from Debian where we are root
@@ -21,6 +21,13 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
 	  || echo "note: chromium is not installed; the dashboard screenshot test will be skipped"
+
+# a real PostgreSQL server for the batch job's tests (each test session starts its own cluster)
+postgres:
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+	  || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -qq \
+	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } \
+	  || echo "note: PostgreSQL is not installed; the batch job's PostgreSQL tests will be skipped"
 
 install: $(VENV)/.installed
 

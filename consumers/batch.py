@@ -1,7 +1,9 @@
-"""Batch scoring, the periodic job: TLC trip files scored by every service's request-time model,
-in large vectorized batches, into a results database (SQLite by default, any SQLAlchemy URL).
+"""Batch scoring, the periodic job: TLC trips (files, or a table of a database) scored by every
+service's request-time model, in large vectorized batches, into a results database (SQLite by
+default, any SQLAlchemy URL: PostgreSQL in production).
 
-Rerunning a run id replaces that run's rows in one transaction: never duplicates.
+Rerunning a run id replaces that run's rows in one transaction: never duplicates. Runs with
+different ids may write at the same time.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
@@ -27,10 +30,24 @@ from sqlalchemy import (
     create_engine,
     delete,
     insert,
+    inspect,
+    make_url,
+    select,
+    text,
 )
+from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
 
-from shared.data.tlc import clean_trips, expand_paths, local_hour_weekday, read_trip_file
+from shared.data.tlc import (
+    NYC_TZ,
+    PICKUP_COLUMNS,
+    clean_trips,
+    expand_paths,
+    local_hour_weekday,
+    normalise_trips,
+    read_trip_file,
+)
 from shared.data.zones import borough_of
+from shared.errors import DataError
 from shared.ml.artifacts import Model, load_model
 from shared.ml.features import request_columns
 
@@ -66,12 +83,51 @@ predictions = Table(
 )
 
 
+def shown(url: str) -> str:
+    """A database URL as it may be printed or stored: its password masked."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
 def engine_for(url: str) -> Engine:
+    """The results database, its tables created if missing. On PostgreSQL two jobs starting at
+    once would both try to create them (one fails on the catalog's unique index), so creation
+    holds a transaction-scoped advisory lock."""
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url)
-    metadata.create_all(engine)
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('ridestream.results'))"))
+        metadata.create_all(conn)
     return engine
+
+
+def read_trip_table(url: str, table: str, since: datetime | None = None) -> pd.DataFrame:
+    """TLC trips from a database table (the TLC's column names), uncleaned; with ``since``, only
+    the trips picked up at or after it. TLC times are New York wall-clock times without a zone: a
+    naive ``since`` is one too, an aware one is converted to New York time first."""
+    engine = create_engine(url)
+    try:
+        trips = Table(table, MetaData(), autoload_with=engine)
+        query = select(trips)
+        if since is not None:
+            column = next((trips.c[c] for c in PICKUP_COLUMNS if c in trips.c), None)
+            if column is None:
+                raise DataError(f"{shown(url)} table {table}: missing TLC column {' or '.join(PICKUP_COLUMNS)}")
+            if since.tzinfo is not None:
+                since = since.astimezone(ZoneInfo(NYC_TZ)).replace(tzinfo=None)
+            query = query.where(column >= since)
+        with engine.connect() as conn:
+            raw = pd.read_sql(query, conn)
+    except NoSuchTableError:
+        names = ", ".join(inspect(engine).get_table_names()) or "none"
+        raise DataError(f"{shown(url)} has no table {table} (tables: {names})") from None
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise DataError(f"cannot read trips from {shown(url)}: {reason}") from None
+    finally:
+        engine.dispose()
+    return normalise_trips(raw, f"{shown(url)} table {table}", green_hint="green" in table.lower())
 
 
 @dataclass
@@ -84,12 +140,20 @@ class BatchRun:
 
 def score_batch_files(inputs: list[str | Path], url: str, run_id: str | None = None, chunk: int = 100_000,
                       models: dict[str, Model] | None = None, step: Callable[[int], None] | None = None) -> BatchRun:
-    """Score every trip of ``inputs`` with each service and store the results under ``run_id``."""
+    """Score every trip of ``inputs`` (files, folders, globs) with each service into ``url``."""
+    files = expand_paths(list(inputs))
+    raw = pd.concat([read_trip_file(p) for p in files], ignore_index=True)
+    return score_batch_trips(raw, ", ".join(str(p) for p in files), url, run_id, chunk, models, step)
+
+
+def score_batch_trips(raw: pd.DataFrame, source: str, url: str, run_id: str | None = None, chunk: int = 100_000,
+                      models: dict[str, Model] | None = None, step: Callable[[int], None] | None = None) -> BatchRun:
+    """Score every trip of the normalised table ``raw`` with each service and store the results
+    under ``run_id``; ``source`` says where the trips came from (kept in the run's row)."""
     started = datetime.now(timezone.utc)
     run_id = run_id or started.strftime("run-%Y%m%dT%H%M%SZ")
     models = models or {s: load_model(name) for s, name in BATCH_MODELS.items()}
-    files = expand_paths(list(inputs))
-    trips, report = clean_trips(pd.concat([read_trip_file(p) for p in files], ignore_index=True))
+    trips, report = clean_trips(raw)
     frames = []
     for lo in range(0, len(trips), chunk):
         part = trips.iloc[lo:lo + chunk]
@@ -109,14 +173,15 @@ def score_batch_files(inputs: list[str | Path], url: str, run_id: str | None = N
             }))
         if step:
             step(len(part))
-    scored = pd.concat(frames, ignore_index=True).assign(run_id=run_id, scored_at=started)
+    scored = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[c.name for c in predictions.c])
+    scored = scored.assign(run_id=run_id, scored_at=started)
     versions = {s: m.version for s, m in models.items()}
     engine = engine_for(url)
     with engine.begin() as conn:  # one transaction: a rerun replaces, never duplicates
         conn.execute(delete(predictions).where(predictions.c.run_id == run_id))
         conn.execute(delete(runs).where(runs.c.run_id == run_id))
         conn.execute(insert(runs), [{
-            "run_id": run_id, "input": ", ".join(str(p) for p in files), "started_at": started,
+            "run_id": run_id, "input": source, "started_at": started,
             "finished_at": datetime.now(timezone.utc), "model_versions": json.dumps(versions),
             "trips": len(trips), "cleaning": report.summary(),
         }])

@@ -40,6 +40,7 @@ _COLUMNS: dict[str, tuple[str, ...]] = {
     "total_amount": ("total_amount",),
 }
 TRIP_COLUMNS = [*_COLUMNS, "service"]
+PICKUP_COLUMNS = _COLUMNS["pickup_time"]
 
 
 def read_trip_file(path: Path) -> pd.DataFrame:
@@ -55,18 +56,24 @@ def read_trip_file(path: Path) -> pd.DataFrame:
         raw = pd.read_parquet(path) if name.endswith(".parquet") else pd.read_csv(path, low_memory=False)
     except Exception as exc:  # unreadable, truncated, not what its name says
         raise DataError(f"{path}: cannot read it as a TLC trip file ({type(exc).__name__}: {exc})") from None
+    return normalise_trips(raw, str(path), green_hint="green" in name)
+
+
+def normalise_trips(raw: pd.DataFrame, where: str, green_hint: bool = False) -> pd.DataFrame:
+    """TLC columns (from a file or a database table) as the normalised trip table, uncleaned.
+    ``where`` names the source in errors; ``green_hint`` marks a source named green."""
     out = {}
     for target, sources in _COLUMNS.items():
         source = next((c for c in sources if c in raw.columns), None)
         if source is None:
-            raise DataError(f"{path}: missing TLC column {' or '.join(sources)}")
+            raise DataError(f"{where}: missing TLC column {' or '.join(sources)}")
         out[target] = raw[source]
     trips = pd.DataFrame(out)
     for col in ("pickup_time", "dropoff_time"):
         trips[col] = pd.to_datetime(trips[col], errors="coerce")
     if "color" in raw.columns:
         trips["service"] = raw["color"].astype(str).str.lower()
-    elif "lpep_pickup_datetime" in raw.columns or "green" in name:
+    elif "lpep_pickup_datetime" in raw.columns or green_hint:
         trips["service"] = "green"
     else:
         trips["service"] = "yellow"
