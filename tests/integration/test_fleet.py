@@ -318,6 +318,27 @@ def test_backend_replays_a_real_tlc_file_with_progress_and_initial_estimates(kaf
     initial = [p for p in values(read_all(kafka.settings, kafka.settings.topics.predictions("duration"))) if p.get("initial")]
     assert len(initial) == rides
     assert f"sent {len(events)} events of {rides} rides" in proc.stderr
+    assert "warning" not in proc.stderr  # the test's topics keep messages forever
+
+
+def test_the_backend_warns_when_the_trips_are_older_than_the_topics_keep_them(kafka, tmp_path):
+    """A 7-day retention and trips of 2019: the broker would delete them at its next retention check."""
+    import pandas as pd
+
+    from shared.contract.topics import create_topics
+    from shared.data.tlc import SAMPLE_TRIPS
+    from shared.kafka.clients import make_admin
+    from tests.integration.fleet import RIDESTREAM
+
+    week = kafka.settings.model_copy(update={"retention_hours": 168})
+    create_topics(make_admin(week), week.topic_specs())
+    sample = tmp_path / "yellow_tripdata_2019-03.csv"
+    pd.read_csv(SAMPLE_TRIPS).head(5).to_csv(sample, index=False)
+    proc = subprocess.run([*RIDESTREAM, "produce", "--from-tlc", str(sample), "--speedup", "0", "--rate", "0", "--quiet"],
+                          env={**kafka.env(), "COLUMNS": "300"}, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert f"and {week.topics.events} keeps messages 168 h" in proc.stderr
+    assert "RIDESTREAM_RETENTION_HOURS=0" in proc.stderr
 
 
 def test_metrics_endpoint_counts_what_the_service_did(kafka, fleet):
