@@ -35,7 +35,7 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, NoSuchTableError, SQLAlchemyError
 
 from shared.data.tlc import (
     NYC_TZ,
@@ -94,19 +94,42 @@ def engine_for(url: str) -> Engine:
     holds a transaction-scoped advisory lock."""
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('ridestream.results'))"))
-        metadata.create_all(conn)
+    engine = connect(url)
+    try:
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('ridestream.results'))"))
+            metadata.create_all(conn)
+    except SQLAlchemyError as exc:
+        raise DataError(f"cannot use the results database {shown(url)}: {_reason(exc)}") from None
     return engine
+
+
+def connect(url: str) -> Engine:
+    """An engine for ``url``, or a one-line error naming what is wrong with the URL."""
+    try:
+        return create_engine(url)
+    except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+        raise DataError(f"{_safe(url)} is not a database URL ridestream can open ({_reason(exc)}): use "
+                        "sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST/DB") from None
+
+
+def _safe(url: str) -> str:
+    try:
+        return shown(url)
+    except ArgumentError:  # not even a URL: it holds no password we could mask, but say nothing of it
+        return "the URL given"
+
+
+def _reason(exc: BaseException) -> str:
+    return str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
 
 
 def read_trip_table(url: str, table: str, since: datetime | None = None) -> pd.DataFrame:
     """TLC trips from a database table (the TLC's column names), uncleaned; with ``since``, only
     the trips picked up at or after it. TLC times are New York wall-clock times without a zone: a
     naive ``since`` is one too, an aware one is converted to New York time first."""
-    engine = create_engine(url)
+    engine = connect(url)
     try:
         trips = Table(table, MetaData(), autoload_with=engine)
         query = select(trips)
@@ -123,8 +146,7 @@ def read_trip_table(url: str, table: str, since: datetime | None = None) -> pd.D
         names = ", ".join(inspect(engine).get_table_names()) or "none"
         raise DataError(f"{shown(url)} has no table {table} (tables: {names})") from None
     except SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-        raise DataError(f"cannot read trips from {shown(url)}: {reason}") from None
+        raise DataError(f"cannot read trips from {shown(url)}: {_reason(exc)}") from None
     finally:
         engine.dispose()
     return normalise_trips(raw, f"{shown(url)} table {table}", green_hint="green" in table.lower())

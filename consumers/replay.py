@@ -26,16 +26,19 @@ ACTUAL = {"duration": lambda c: c.duration_min, "tip": lambda c: c.tip_amount,
 
 @dataclass
 class Recorder:
-    """Wraps a sink, keeping what evaluation needs: each prediction, and each ride's actuals."""
+    """Wraps a sink; with ``evaluate``, keeps what evaluation needs: each prediction, and each
+    ride's actuals (without it nothing is kept, so memory stays flat over any range)."""
 
     inner: Sink
     service: str
+    evaluate: bool = False
     predictions: list[tuple[str, str, float]] = field(default_factory=list)  # ride, version, value
     actuals: dict[str, float] = field(default_factory=dict)
 
     def emit(self, predictions: Predictions) -> None:
-        for part in predictions.parts:
-            self.predictions.extend(zip(part.ride_ids, repeat(part.model_version), part.values))
+        if self.evaluate:
+            for part in predictions.parts:
+                self.predictions.extend(zip(part.ride_ids, repeat(part.model_version), part.values))
         self.inner.emit(predictions)
 
     def dead_letter(self, msg, headers) -> None:

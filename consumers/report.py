@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import io
 from datetime import datetime, timezone
+from pathlib import Path
 
 import matplotlib
 
@@ -14,13 +15,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
-from consumers.batch import engine_for  # noqa: E402
+from consumers.batch import engine_for, shown  # noqa: E402
+from shared.errors import DataError  # noqa: E402
 
 UNITS = {"duration": "min", "tip": "USD", "cost": "USD"}
 SERVICES = ("duration", "tip", "cost")
 
 
 def load_results(url: str, run_id: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A run (the latest by default) and its predictions: none in a database without runs (the page
+    says so); a one-line error for a SQLite file that does not exist or a run id it does not hold."""
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        raise DataError(f"no results database at {url.removeprefix('sqlite:///')}: run `ridestream score-batch` first")
     engine = engine_for(url)
     with engine.connect() as conn:
         runs = pd.read_sql("SELECT * FROM runs ORDER BY finished_at", conn)
@@ -29,6 +35,9 @@ def load_results(url: str, run_id: str | None = None) -> tuple[pd.DataFrame, pd.
         preds = pd.read_sql(text("SELECT * FROM predictions WHERE run_id = :run_id"), conn,
                             params={"run_id": run_id})
     engine.dispose()
+    if run_id is not None and run_id not in set(runs["run_id"]):
+        known = ", ".join(runs["run_id"].tail(5)) or "none"
+        raise DataError(f"no run {run_id!r} in {shown(url)} (latest runs: {known})")
     return runs[runs["run_id"] == run_id], preds
 
 

@@ -86,6 +86,9 @@ def choose_versions(spec: ServiceSpec, choices: list[str] | None) -> dict[str, s
                                       f"({', '.join(spec.model_names)})")
             versions[name] = choice
             continue
+        if "/" in choice:
+            raise RidestreamError(f"{choice}: no model artifact there (a folder with metadata.json and "
+                                  "model.joblib, as `ridestream train` writes)")
         owners = [n for n in spec.model_names if _has_version(n, choice)]
         if len(owners) != 1:
             raise RidestreamError(f"no single {spec.name} model has version {choice!r}: "

@@ -8,9 +8,10 @@ waits for it.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import orjson
 import pyarrow as pa
@@ -19,6 +20,7 @@ import pyarrow.parquet as pq
 from confluent_kafka import KafkaError, Message
 
 from shared.contract.predictions import PredictionColumns, Predictions
+from shared.errors import RidestreamError
 from shared.kafka.clients import flush_all, make_producer, produce
 from shared.kafka.settings import Settings
 
@@ -84,40 +86,99 @@ class KafkaSink:
         self.flush()
 
 
-class FileSink:
-    """Predictions to a Parquet, CSV or JSON Lines file (the suffix picks), written on close."""
+class OutputError(RidestreamError):
+    """An output file the replay cannot write."""
 
-    def __init__(self, path: Path):
+
+class FileSink:
+    """Predictions to a Parquet, CSV or JSON Lines file (the suffix picks), streamed: the rows are
+    written in groups of ``group_rows`` as they come, so memory stays flat whatever the range.
+    JSON Lines and CSV are readable up to the last group written at any moment (even after a
+    SIGKILL); Parquet once the sink is closed, which a stop by signal or error still does.
+
+    Bad messages are not dropped: each goes to ``PATH.dlq.jsonl`` beside the output (its bytes in
+    base64, with the DLQ headers), and :attr:`dead_letters` counts them."""
+
+    def __init__(self, path: Path, group_rows: int = 50_000):
         self.path = Path(path)
         if self.path.suffix not in FILE_FORMATS:
-            raise ValueError(f"{path}: the output must end in {', '.join(FILE_FORMATS)}")
-        self.parts: list[PredictionColumns] = []
+            raise OutputError(f"{path}: the output must end in {', '.join(FILE_FORMATS)}")
+        self.dlq_path = self.path.with_name(self.path.name + ".dlq.jsonl")
+        self.group_rows = group_rows
+        self.pending: list[PredictionColumns] = []
+        self.pending_rows = 0
+        self.rows = 0
+        self.dead_letters = 0
+        self._file: BinaryIO | None = None  # opened by the first group
+        self._writer: Any = None  # pq.ParquetWriter or pacsv.CSVWriter on it; None for JSON Lines
+        self._dlq: BinaryIO | None = None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def emit(self, predictions: Predictions, topic: str | None = None) -> None:
-        if topic is None:  # a replay follows no plan, so it has no shadow output
-            self.parts.extend(predictions.parts)
+        if topic is not None:  # a replay follows no plan, so it has no shadow output
+            return
+        self.pending.extend(predictions.parts)
+        self.pending_rows += len(predictions)
+        if self.pending_rows >= self.group_rows:
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        if not self.pending:
+            return
+        parts, self.pending, self.pending_rows = self.pending, [], 0
+        if self._file is None:
+            self._file = open(self.path, "wb")
+            if self.path.suffix == ".parquet":
+                self._writer = pq.ParquetWriter(self._file, _SCHEMA)
+            elif self.path.suffix == ".csv":
+                self._writer = pacsv.CSVWriter(self._file, _SCHEMA)
+        if self._writer is None:  # JSON Lines: the wire bytes, built column-wise
+            for part in parts:
+                self._file.writelines(line + b"\n" for line in part.encoded())
+        else:
+            self._writer.write_table(predictions_table(Predictions(parts)))
+        self._file.flush()  # what is written is on disk up to here (Parquet: its footer comes on close)
+        self.rows += sum(len(p) for p in parts)
 
     def dead_letter(self, msg: Message, headers: list[tuple[str, bytes]]) -> None:
-        pass
+        if self._dlq is None:
+            self._dlq = open(self.dlq_path, "wb")
+        key, value = msg.key(), msg.value()
+        self._dlq.write(orjson.dumps({
+            "topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset(),
+            "key_b64": None if key is None else base64.b64encode(key).decode(),
+            "value_b64": None if value is None else base64.b64encode(value).decode(),
+            "headers": {name: raw.decode("utf-8", "replace") for name, raw in headers},
+        }) + b"\n")
+        self.dead_letters += 1
 
     def flush(self) -> int:
+        """Nothing to acknowledge: a replay commits no offsets. Rows still pending wait for their
+        group (row groups of a few rows would make a slow Parquet file)."""
+        if self._dlq is not None:
+            self._dlq.flush()
         return 0
 
     def settled(self) -> int | None:
         return 0
 
     def close(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.suffix == ".jsonl":
-            with open(self.path, "wb") as f:
-                for part in self.parts:
-                    f.writelines(line + b"\n" for line in part.encoded())
-            return
-        table = predictions_table(Predictions(self.parts))
-        if self.path.suffix == ".parquet":
-            pq.write_table(table, self.path)
+        self._write_pending()
+        if self._file is None:  # nothing scored: still a valid, empty file
+            if self.path.suffix == ".jsonl":
+                self.path.touch()
+            elif self.path.suffix == ".parquet":
+                pq.write_table(_SCHEMA.empty_table(), self.path)
+            else:
+                pacsv.write_csv(_SCHEMA.empty_table(), self.path)
         else:
-            pacsv.write_csv(table, self.path)
+            if self._writer is not None:
+                self._writer.close()
+            self._file.close()
+        if self._dlq is not None:
+            self._dlq.close()
+        else:  # a rerun must not leave the last run's bad messages behind
+            self.dlq_path.unlink(missing_ok=True)
 
 
 _SCHEMA = pa.schema([

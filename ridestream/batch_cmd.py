@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from consumers.batch import read_trip_table, score_batch_files, score_batch_trips, shown
+from consumers.batch import connect, read_trip_table, score_batch_files, score_batch_trips, shown
 from consumers.report import load_results, render
 from ridestream.console import out
 from shared.kafka.settings import load_settings
@@ -39,6 +39,7 @@ def score_batch(
     except ValueError:
         raise typer.BadParameter(f"--since {since!r}: expected an ISO 8601 time such as 2019-03-05T13:00:00") from None
     url = db or _default_url()
+    connect(url).dispose()  # a URL it cannot open is refused before the scoring, not after
     with Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), console=out) as bar:
         task = bar.add_task("score", total=None)
         if input_db:

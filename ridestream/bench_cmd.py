@@ -18,9 +18,9 @@ from shared.kafka.settings import load_settings
 
 
 def bench(
-    events: int = typer.Option(200_000, help="ride_requested events to pre-produce"),
-    repeat: int = typer.Option(3, help="runs of each loop"),
-    naive_events: int = typer.Option(3000, help="most events the naive loop and Quix process per run"),
+    events: int = typer.Option(200_000, min=1, help="ride_requested events to pre-produce"),
+    repeat: int = typer.Option(3, min=1, help="runs of each loop"),
+    naive_events: int = typer.Option(3000, min=1, help="most events the naive loop and Quix process per run"),
     quix: bool = typer.Option(True, help="measure the Quix Streams peer (its own virtualenv, made once)"),
     rollout: bool = typer.Option(True, help="measure the service under a shadow plan and a 50 % canary against one "
                                             "model, and p99 at 1,000 events/s across a live swap against none"),

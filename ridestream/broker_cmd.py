@@ -44,7 +44,7 @@ def fetch() -> None:
 @app.command()
 def start(
     fresh: bool = typer.Option(False, "--fresh", help="wipe the broker's data first"),
-    port: int = typer.Option(None, help="client port (default 9092, RIDESTREAM_BROKER_PORT)"),
+    port: int = typer.Option(None, min=1, max=65535, help="client port (default 9092, RIDESTREAM_BROKER_PORT)"),
 ) -> None:
     """Start the broker in the background and wait until it answers."""
     settings = load_settings(**({"broker_port": port} if port else {}))

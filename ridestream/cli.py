@@ -13,6 +13,7 @@ if __name__ == "__main__" or os.path.basename(sys.argv[0]) == "ridestream":  # t
 import logging  # noqa: E402
 
 import typer  # noqa: E402
+from rich.markup import escape  # noqa: E402
 
 from broker.local import BrokerError  # noqa: E402
 from ridestream import (  # noqa: E402
@@ -21,6 +22,7 @@ from ridestream import (  # noqa: E402
     broker_cmd,
     consume_cmd,
     deploy_cmd,
+    dlq_cmd,
     models_cmd,
     offsets_cmd,
     produce_cmd,
@@ -49,6 +51,7 @@ app.command("consume")(consume_cmd.consume)
 app.command("watch")(watch_cmd.watch)
 app.command("replay")(replay_cmd.replay)
 app.add_typer(offsets_cmd.app, name="offsets")
+app.add_typer(dlq_cmd.app, name="dlq")
 app.command("score-batch")(batch_cmd.score_batch)
 app.command("report")(batch_cmd.report)
 app.command("bench")(bench_cmd.bench)
@@ -78,6 +81,13 @@ def main() -> None:
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:  # a bug or a case no check foresaw: still one line, the traceback on request
+        if {"-v", "--verbose"} & set(sys.argv[1:]):
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0]
+        err.print(f"[red]error:[/] unexpected {type(exc).__name__}: {escape(first)} — rerun with -v for the "
+                  "traceback, and please report it", soft_wrap=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

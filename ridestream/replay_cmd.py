@@ -33,14 +33,15 @@ def replay(
         raise typer.BadParameter(f"unknown service {service!r}: choose one of {', '.join(SERVICES)}")
     if output is not None and output_topic is not None:
         raise typer.BadParameter("choose --output or --output-topic, not both")
+    first, last = parse_position(start), parse_position(end)
     settings = load_settings()
     spec = SERVICE_SPECS[service]  # type: ignore[index]
     models = pick_models(spec, model)
+    file_sink = FileSink(output) if output is not None else None  # a bad suffix is refused before connecting
     admin = make_admin(settings)
     require_topics(admin, settings, [settings.topics.events])
-    first, last = parse_position(start), parse_position(end)
-    if output is not None:
-        sink = FileSink(output)
+    if file_sink is not None:
+        sink: FileSink | KafkaSink = file_sink
         where = str(output)
     else:
         topic = output_topic or settings.topics.backfill(service)
@@ -49,7 +50,7 @@ def replay(
         where = topic
     ranges = plan(settings, first, last)
     size = sum(e - s for s, e in ranges.values())
-    recorder = Recorder(sink, service)
+    recorder = Recorder(sink, service, evaluate=evaluate)
     versions = ", ".join(f"{n} {m.version}" for n, m in models.items())
     err.print(f"replaying {size:,} events of {settings.topics.events} through {service} ({versions}) → {where}")
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -62,8 +63,11 @@ def replay(
 
         totals = run_replay(settings, spec, models, ranges, recorder, progress=advance,
                             observe=recorder.observe if evaluate else None)
-    err.print(f"scored {totals.consumed:,} events: {totals.predictions:,} predictions to {where}"
-              + (f", {totals.dead_letters:,} invalid (skipped)" if totals.dead_letters else ""))
+    invalid = ""
+    if totals.dead_letters:
+        invalid = (f", {totals.dead_letters:,} invalid → {file_sink.dlq_path} (bytes and reasons)" if file_sink
+                   else f", {totals.dead_letters:,} invalid (skipped: the live services dead-lettered them)")
+    err.print(f"scored {totals.consumed:,} events: {totals.predictions:,} predictions to {where}{invalid}")
     if evaluate:
         report = recorder.mae_by_version()
         if not report:

@@ -12,6 +12,7 @@ from ridestream.console import out
 from shared import PROJECT_ROOT
 from shared.contract.control import AuditRecord, DeploymentPlan, ModelQuality
 from shared.contract.events import Prediction, RideEvent
+from shared.contract.redrive import RedriveRecord
 
 app = typer.Typer(help="The wire contract as JSON Schema.", no_args_is_help=True)
 SCHEMA_DIR = PROJECT_ROOT / "schemas"
@@ -28,6 +29,8 @@ def contract_schemas() -> dict[str, str]:
         "audit_record.schema.json": (TypeAdapter(AuditRecord), "audit record", "rides.control.audit (the key is the service)"),
         "model_quality.schema.json": (TypeAdapter(ModelQuality), "model quality",
                                       "rides.model_quality (compacted; the key is service/model_version/variant/stage)"),
+        "redrive_record.schema.json": (TypeAdapter(RedriveRecord), "redrive record",
+                                       "rides.events.dlq.redriven (compacted; the key is the source's topic/partition/offset)"),
     }
     schemas = {}
     for filename, (adapter, title, topic) in docs.items():

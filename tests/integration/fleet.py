@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, TopicPartition
 
 from producer.backend import Backend
 from producer.sources import simulated
@@ -73,8 +73,10 @@ def publish(settings: Settings, rides: int, seed: int = 0, rate: float = 0.0, id
 
 
 def read_all(settings: Settings, topic: str, timeout: float = 30) -> list:
-    """Every message now in ``topic`` (up to the end offsets at call time)."""
-    consumer = make_consumer(settings, f"{settings.namespace}reader")
+    """Every committed message now in ``topic`` (up to the end offsets at call time). A partition
+    is done at its last message or where the broker reports its end — after a transaction, the
+    end offset is one past its commit marker, which no reader receives."""
+    consumer = make_consumer(settings, f"{settings.namespace}reader", **{"enable.partition.eof": True})
     meta = consumer.list_topics(topic, timeout=10).topics[topic]
     ends = {}
     for p in meta.partitions:
@@ -86,7 +88,11 @@ def read_all(settings: Settings, topic: str, timeout: float = 30) -> list:
     deadline = time.monotonic() + timeout
     while not all(done.values()) and time.monotonic() < deadline:
         msg = consumer.poll(0.5)
-        if msg is None or msg.error():
+        if msg is None:
+            continue
+        if msg.error():
+            if msg.error().code() == KafkaError._PARTITION_EOF and msg.offset() >= ends[msg.partition()] - 1:
+                done[msg.partition()] = True
             continue
         got.append(msg)
         if msg.offset() + 1 >= ends[msg.partition()]:

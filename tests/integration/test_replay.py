@@ -77,6 +77,19 @@ def test_explicit_partition_offsets_and_csv(kafka, tmp_path):
     assert sorted(r["ride_id"] for r in rows) == sorted(expected)
 
 
+def test_bad_messages_of_a_file_replay_are_kept_beside_the_output(kafka, tmp_path):
+    kafka.create_contract_topics()
+    constructed_rides(kafka, n=5)
+    producer = make_producer(kafka.settings)
+    producer.produce(kafka.settings.topics.events, key=b"ride-bad", value=b"\xff not json")
+    assert producer.flush(30) == 0
+    proc = replay(kafka, "tip", "--output", str(tmp_path / "all.jsonl"))
+    assert "1 invalid → " in proc.stderr and "all.jsonl.dlq.jsonl" in proc.stderr
+    assert len(read_predictions(tmp_path / "all.jsonl")) == 5
+    (bad,) = (tmp_path / "all.jsonl.dlq.jsonl").read_bytes().splitlines()
+    assert b"ride-bad" not in bad and b'"error.type"' in bad  # the key is in base64, the reason in clear
+
+
 def test_an_empty_range_stops_at_once_even_while_the_backend_produces(kafka, tmp_path):
     kafka.create_contract_topics()
     feeding = threading.Thread(target=publish, args=(kafka.settings,), kwargs={"rides": 1500, "rate": 1500, "seed": 3})  # ~20 s of events

@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 from sqlalchemy import create_engine, text
 
-from consumers.batch import score_batch_files
+from consumers.batch import engine_for, score_batch_files
 from consumers.report import load_results, render
 from shared.data.tlc import SAMPLE_TRIPS, clean_trips, read_trip_file
+from shared.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[2]
 OUTPUT = ROOT / "test-output"
@@ -80,5 +81,11 @@ def test_the_dashboard_renders_in_headless_chromium(scored):
 
 
 def test_an_empty_database_gives_a_page_that_says_so(tmp_path):
-    runs, preds = load_results(f"sqlite:///{tmp_path / 'empty.db'}")
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    with pytest.raises(DataError, match="no results database at .*empty.db: run `ridestream score-batch` first"):
+        load_results(url)  # and it made no file
+    engine_for(url).dispose()  # a database with the tables and no run yet
+    runs, preds = load_results(url)
     assert "ridestream score-batch" in render(runs, preds)
+    with pytest.raises(DataError, match="no run 'april' in sqlite:///.*empty.db"):
+        load_results(url, "april")

@@ -39,7 +39,9 @@ class Committing(IdleConsumer):
         self.commits.append(({(tp.topic, tp.partition): tp.offset for tp in offsets}, asynchronous))
 
 
-def runtime(interval_ms: int = 100) -> tuple[Runtime, Outstanding, Committing]:
+def runtime(interval_ms: int = 60_000) -> tuple[Runtime, Outstanding, Committing]:
+    """A long interval: only the test moves time on (:func:`interval_passes`), however slow the
+    machine — output is overdue after minutes, not after a busy machine's half second."""
     sink, consumer = Outstanding(), Committing()
     rt = Runtime(TIP, Settings(commit_interval_ms=interval_ms), {"tip": load_model("tip")}, sink=sink,
                  input_topic="events")
@@ -48,7 +50,7 @@ def runtime(interval_ms: int = 100) -> tuple[Runtime, Outstanding, Committing]:
 
 
 def interval_passes(rt: Runtime) -> None:
-    rt._last_commit = time.monotonic() - 1.0
+    rt._last_commit = time.monotonic() - rt.settings.commit_interval_ms / 1000
 
 
 def scored_and_committed(rt: Runtime, n: int, first_offset: int, seed: int) -> None:
@@ -76,7 +78,7 @@ def test_a_batch_settles_when_acknowledged_without_waiting_and_commits_asynchron
 def test_output_unacknowledged_for_too_long_is_waited_for():
     rt, sink, consumer = runtime()
     rt.process(messages(10, 0, seed=1))
-    rt._unsettled_since = time.monotonic() - 0.1 * OVERDUE_INTERVALS
+    rt._unsettled_since = time.monotonic() - rt.settings.commit_interval_ms / 1000 * OVERDUE_INTERVALS
     interval_passes(rt)
     rt._settle_if_due()
     assert sink.flushes == 1 and consumer.commits == [({P0: 10}, True)]
