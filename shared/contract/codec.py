@@ -8,7 +8,10 @@ and one-line ``message`` are what the DLQ headers carry.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from itertools import repeat
+from operator import attrgetter, is_not
 from datetime import timezone
 from typing import Any
 
@@ -50,9 +53,60 @@ def decode_event(value: bytes | None) -> RideEvent:
     if not value:
         raise InvalidMessage("empty", "the message value is empty")
     try:
-        return _validate_json(value)
+        event = _validate_json(value)
     except ValidationError as exc:
         raise _classify(exc) from None
+    _refuse_duplicate_keys(value)
+    return event
+
+
+def _refuse_duplicate_keys(value: bytes) -> None:
+    """A JSON object naming a field twice is bad input: parsers disagree on which value wins (ours
+    take the last), so a reader and a writer could see different rides (RFC 8259 § 4)."""
+    seen: set[str] = set()
+
+    def pairs(items: list[tuple[str, Any]]) -> None:
+        for name, _ in items:
+            if name in seen:
+                raise InvalidMessage("json", f"not valid JSON: the key {name!r} appears twice")
+            seen.add(name)
+        seen.clear()
+
+    try:
+        json.loads(value, object_pairs_hook=pairs)
+    except InvalidMessage:
+        raise
+    except (ValueError, RecursionError):  # Python's parser is stricter in corners the validator accepted
+        pass
+
+
+# keys each fast event has for sure (the tag and schema_version included); optional ones are counted
+# when set. Absent schema_version or an explicit null makes the count differ: the exact check decides
+_OPTIONAL = ("rider_id", "initial_duration_min")
+_KEYS = {cls: len(cls.__struct_fields__) + 1 - sum(name in cls.__struct_fields__ for name in _OPTIONAL)
+         for cls in fast_events.FAST_EVENTS}
+
+
+def _no_duplicate_keys(values: Sequence[bytes], events: Sequence[fast_events.FastEvent]) -> bool:
+    """Whether no value names a key twice, cheaply for a whole batch. A value holds one ``:`` per
+    key, spaced or not, plus those inside its strings — at least two in ``event_time``
+    (``HH:MM:SS``, seconds are required). So when the batch holds exactly as many colons as its
+    events have keys plus two each, and no escape could hide a colon, no event names a key twice.
+    Anything else (an offset instead of Z, an unknown key, an explicit null, a colon in an id)
+    only makes the count larger: those batches are checked message by message. Counted in C
+    (~0.3 µs an event), with no Python step per event."""
+    blob = b"\x00".join(values)
+    if b"\\" in blob:
+        return False
+    expected = sum(map(_KEYS.__getitem__, map(type, events))) + 2 * len(events)
+    expected += sum(map(is_not, map(_rider, events), repeat(None)))
+    expected += sum(map(is_not, map(_initial, filter(_is_request, events)), repeat(None)))
+    return blob.count(b":") == expected
+
+
+_rider = attrgetter("rider_id")
+_initial = attrgetter("initial_duration_min")
+_is_request = fast_events.RideRequested.__instancecheck__
 
 
 def read_event(value: bytes | None) -> RideEvent | fast_events.FastEvent:
@@ -65,8 +119,8 @@ def read_event(value: bytes | None) -> RideEvent | fast_events.FastEvent:
     if value:
         try:
             event = fast_events.decode(value)
-            if event.event_time.tzinfo is timezone.utc:  # msgspec's own UTC object for Z, ±00:00
-                return event
+            if event.event_time.tzinfo is timezone.utc and _no_duplicate_keys([value], [event]):
+                return event  # (msgspec's own UTC object for Z, ±00:00)
         except fast_events.Refused:
             pass
     return decode_event(value)
@@ -82,7 +136,7 @@ def read_events(values: Sequence[bytes | None]) -> list[fast_events.FastEvent] |
     except (*fast_events.Refused, TypeError):  # TypeError: a None value (a tombstone)
         return None
     utc = timezone.utc
-    if any(event.event_time.tzinfo is not utc for event in events):
+    if any(event.event_time.tzinfo is not utc for event in events) or not _no_duplicate_keys(values, events):
         return None
     return events
 

@@ -139,3 +139,32 @@ def test_predictions_are_byte_identical_whichever_path_decoded_the_events(spec):
     slow = score_batch(spec, models, RideMemory(1000), [decode_event(v) for v in values], at)
     assert [b for p in fast.parts for b in p.encoded()] == [b for p in slow.parts for b in p.encoded()]
     assert len(fast) > 0
+
+
+def _twice(payload: dict, key: str, spaced: bool = False) -> bytes:
+    """``payload`` with ``key`` written a second time (another value), last, as a hostile producer would."""
+    text = raw(payload)[:-1] + (b', "%s" : ' if spaced else b',"%s":') % key.encode()
+    return text + orjson.dumps(payload[key] if key == "event_time" else "other") + b"}"
+
+
+@pytest.mark.parametrize("spaced", [False, True])
+def test_a_key_named_twice_is_bad_json_whichever_path_reads_it(spaced):
+    for payload in VALID.values():
+        for key in ("ride_id", "event_id", "event_time", "rider_id"):
+            value = _twice({**payload, "rider_id": "rider-1"}, key, spaced)
+            for read in (decode_event, read_event):
+                with pytest.raises(InvalidMessage, match=f"not valid JSON: the key '{key}' appears twice"):
+                    read(value)
+            assert read_events([raw(VALID["ride_started"]), value]) is None  # the batch goes one by one
+
+
+def test_the_batch_check_keeps_the_fast_path_for_ordinary_batches_and_is_exact_on_odd_ones():
+    ordinary = [raw({**p, "event_id": f"e{i}", "rider_id": f"rider-{i % 2}" if i % 3 else None})
+                for i, p in enumerate([*VALID.values()] * 3)]
+    ordinary = [v.replace(b',"rider_id":null', b"") for v in ordinary]  # absent, as the backend writes it
+    assert read_events(ordinary) is not None
+    # a colon inside an id, an explicit null, an offset instead of Z: valid, read one by one
+    for odd in ({**VALID["ride_started"], "event_id": "a:b"}, {**VALID["ride_started"], "rider_id": None},
+                {**VALID["ride_started"], "event_time": "2019-03-05T13:00:00+00:00"}):
+        assert read_events([*ordinary, raw(odd)]) is None
+        assert read_event(raw(odd)).ride_id == "r1"
