@@ -35,6 +35,14 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
+DLQ_HEADROOM = 64 * 1024  # the headers and the batch's framing, beside the value
+
+
+def _without_body(headers: list[tuple[str, bytes]] | None, value: bytes) -> list[tuple[str, bytes]]:
+    note = f"omitted: {len(value):,} bytes, more than the DLQ takes; the original is at source.offset"
+    return [*(headers or []), ("dlq.body", note.encode())]
+
+
 class KafkaSink:
     """Predictions to ``topic`` keyed by ride_id; bad messages to ``dlq_topic`` (None: counted
     only, as a replay does — the live services already dead-lettered them)."""
@@ -47,14 +55,20 @@ class KafkaSink:
         self.topic = topic
         self.dlq_topic = dlq_topic
         self.failed = 0
+        self.dlq_body_limit = settings.max_message_bytes - DLQ_HEADROOM
         self.producer = make_producer(settings, **{"message.max.bytes": settings.max_message_bytes,
                                                    "delivery.report.only.error": True,
                                                    "on_delivery": self._on_delivery})
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         # the producer is made with delivery.report.only.error: only failures call back
-        if err is not None:
-            self.failed += 1
+        if err is None:
+            return
+        if err.code() == KafkaError.MSG_SIZE_TOO_LARGE and msg.topic() == self.dlq_topic and msg.value():
+            # the DLQ topic takes less than the settings said: record it without its body instead
+            produce(self.producer, msg.topic(), None, msg.key(), headers=_without_body(msg.headers(), msg.value()))
+            return
+        self.failed += 1
 
     def emit(self, predictions: Predictions, topic: str | None = None) -> None:
         """``topic``: another than the sink's (a shadow candidate's predictions)."""
@@ -67,8 +81,13 @@ class KafkaSink:
                     produce(self.producer, topic, value, key)
 
     def dead_letter(self, msg: Message, headers: list[tuple[str, bytes]]) -> None:
+        """The bad message as it came; one too large for the DLQ without its value, with a
+        ``dlq.body`` header saying so (DESIGN) — the original stays on its source topic."""
         if self.dlq_topic:
-            produce(self.producer, self.dlq_topic, msg.value(), msg.key(), headers=headers)
+            value = msg.value()
+            if value is not None and len(value) + len(msg.key() or b"") > self.dlq_body_limit:
+                value, headers = None, _without_body(headers, value)
+            produce(self.producer, self.dlq_topic, value, msg.key(), headers=headers)
 
     def flush(self) -> int:
         """Wait until everything produced so far is acknowledged; how many deliveries failed."""
