@@ -107,8 +107,10 @@ def crd_schemas(folder: Path) -> dict[str, tuple[dict[str, Any], str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--crds", type=Path, default=HERE.parents[2].parent / "shared" / "k8s-crds")
+    parser.add_argument("--crds", type=Path, default=HERE.parents[1].parent / "shared" / "k8s-crds")
     args = parser.parse_args()
+    if not args.crds.is_dir():
+        raise SystemExit(f"error: no CRD folder at {args.crds}: pass --crds DIR (the published KEDA and Strimzi CRDs)")
     lines = ["# Where each schema came from", "", "Written by `python deploy/schemas/build.py`; do not edit.", "",
              "| schema | source |", "|---|---|"]
     core, source = core_schemas()

@@ -244,8 +244,12 @@ def test_batch_scoring_is_hourly_on_postgresql_and_topics_are_made(overlay):
     assert c["args"][0] == "score-batch" and "--db" in c["args"]
     db = next(e for e in c["env"] if e["name"] == "RIDESTREAM_RESULTS_DB")
     assert db["valueFrom"]["secretKeyRef"]["name"] in OPERATOR_SECRETS
-    jobs = {pod_spec(j)["containers"][0]["args"][0]: j for j in of_kind(objs, "Job")}
-    assert {"topics", "train"} <= set(jobs)
+    jobs = {pod_spec(j)["containers"][0]["args"][0]: pod_spec(j) for j in of_kind(objs, "Job")}
+    assert "topics" in jobs
+    if overlay == "production":  # training writes to the model store: only where it is a volume
+        train = jobs["train"]["containers"][0]
+        store = settings_of(objs).model_store
+        assert any(m["mountPath"] == str(store) and not m.get("readOnly") for m in train["volumeMounts"])
 
 
 @needs_kubectl
