@@ -208,8 +208,9 @@ def _autoscalers(settings: Settings, offsets: Offsets, children: list[Child], la
         children.remove(child)
 
     running = {s: [c for c in children if c.name.startswith(f"{s}-")] for s in SERVICES}
+    partitions = len(offsets.partitions(settings.topics.events))  # the cap, as KEDA reads it: the topic's
     return fleet_scalers(running, lambda s: offsets.lag(settings.group_id(s), settings.topics.events), start, stop,
-                         settings.events_partitions, lag_threshold, cooldown)
+                         partitions, lag_threshold, cooldown)
 
 
 def _stop_children(children: list[Child], timeout: float = 30.0) -> None:

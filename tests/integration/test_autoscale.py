@@ -1,42 +1,57 @@
-"""Lag autoscaling on a real broker: a burst overloads the tip service, the scaler adds replicas
-as the lag grows and removes them after it drains (short cool-down), and no event is lost."""
+"""`ridestream run --autoscale` on a real broker: a burst overloads the tip service, the scaler adds
+replicas (members of tip's group) as the lag grows and removes them once it has drained and the
+short cool-down has passed, and no event is lost."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import time
 
-from ridestream.autoscale import LagRule, ServiceScaler
-from ridestream.run_cmd import Offsets
-from tests.integration.fleet import Fleet, fleet_env, publish, read_all, values
+from confluent_kafka import KafkaException
+
+from shared.kafka.clients import make_admin
+from tests.integration.fleet import RIDESTREAM, publish, read_all, values
 
 
-def test_a_burst_scales_tip_out_and_back_in_without_losing_an_event(kafka):
+def test_run_autoscale_scales_tip_out_on_a_burst_and_back_in(kafka, tmp_path):
     kafka.create_contract_topics()
     s = kafka.settings
-    fleet = Fleet(fleet_env(kafka.env()))
-    offsets = Offsets(s)
-    rule = LagRule(lag_threshold=500, activation_lag_threshold=5, max_replicas=s.events_partitions)
-    scaler = ServiceScaler("tip", rule, lag=lambda: offsets.lag(s.group_id("tip"), s.topics.events),
-                           start=lambda: fleet.start("tip"), stop=fleet.terminate, cooldown_s=3)
+    group = s.group_id("tip")
+    sent = publish(s, rides=400, seed=11)  # the burst: waiting before any replica exists
+    admin = make_admin(s)
+
+    def members() -> int:
+        try:
+            return len(admin.describe_consumer_groups([group])[group].result(timeout=10).members)
+        except KafkaException:  # the group does not exist yet
+            return 0
+
+    log_path = tmp_path / "run.log"
+    # threshold 500 (activation 5) against a burst of thousands of events: 3 = the partitions;
+    # a cool-down long enough for the added replicas to join before they are removed
+    run = subprocess.Popen([*RIDESTREAM, "run", "--autoscale", "--lag-threshold", "500", "--cooldown", "20",
+                            "--rate", "1", "--metrics-port", "0", "--duration", "240"],
+                           env={**kafka.env(), "COLUMNS": "160"}, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
+    seen: list[int] = []
     try:
-        assert scaler.tick() == 1  # no lag: the minimum, one replica (it takes seconds to start)
-        sent = publish(s, rides=400, seed=11)  # the burst lands before that replica reads anything
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            scaler.tick()
-            if max(n for _, n in scaler.history) > 1 and scaler.history[-1] == (0, 1):
+        deadline = time.monotonic() + 200
+        while time.monotonic() < deadline and run.poll() is None:
+            seen.append(members())
+            if max(seen) >= s.events_partitions and seen[-1] == 1:
                 break
             time.sleep(0.5)
-        lags = [lag for lag, _ in scaler.history]
-        peak = max(n for _, n in scaler.history)
-        assert peak == s.events_partitions, (scaler.history, fleet.output())  # capped by partitions
-        assert scaler.history[-1] == (0, 1), scaler.history  # drained, then back to one after the cool-down
-        at_peak = next(i for i, (_, n) in enumerate(scaler.history) if n == peak)
-        assert max(lags[:at_peak + 1]) > rule.lag_threshold * (peak - 1)  # it rose with the lag
-        assert all(p.returncode == 0 for p in fleet.procs if p.poll() is not None), fleet.output()  # drained cleanly
-        requests = {e["event_id"] for e in sent if e["event_type"] == "ride_requested"}
-        answered = {p["event_id"] for p in values(read_all(s, s.topics.predictions("tip"))) if not p.get("initial")}
-        assert requests <= answered, f"{len(requests - answered)} requests lost"
+        run.send_signal(signal.SIGINT)
+        run.wait(120)
     finally:
-        fleet.close()
-        offsets.close()
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+        output = log_path.read_text()
+    assert max(seen) == s.events_partitions, (seen, output[-3000:])  # out to the partitions, no further
+    peak = seen.index(max(seen))
+    assert seen[-1] == 1 and all(n <= s.events_partitions for n in seen[peak:]), seen  # and back in
+    assert run.returncode == 0 and "stopped cleanly" in output, output[-3000:]
+    requests = {e["event_id"] for e in sent if e["event_type"] == "ride_requested"}
+    answered = {p["event_id"] for p in values(read_all(s, s.topics.predictions("tip"))) if not p.get("initial")}
+    assert requests <= answered, f"{len(requests - answered)} requests lost"
