@@ -24,12 +24,13 @@ COPY schemas ./schemas
 COPY models ./models
 # editable, so the shipped data, schemas and models are found beside the code; then the shipped
 # models' trees are compiled into .ridestream/compiled (Kubernetes copies them into the pod's
-# emptyDir cache), owned by the runtime user, who owns nothing else here
+# emptyDir cache). The runtime user owns only what ridestream writes: the state folder, the model
+# store (`train` under Compose) and reports/; the code stays root's
 RUN pip install --no-cache-dir -c constraints.txt -e . \
     && python -c "from shared.ml.artifacts import MODEL_NAMES, load_model; from shared.kafka.settings import Settings; \
 [load_model(n).accelerate(Settings().compiled_dir) for n in MODEL_NAMES]" \
     && ls .ridestream/compiled/* > /dev/null \
-    && chown -R 10001:10001 /app/.ridestream
+    && mkdir -p reports && chown -R 10001:10001 /app/.ridestream /app/models /app/reports
 USER 10001
 
 # a service with RIDESTREAM_METRICS_PORT set answers /healthz there (the consume loop's
