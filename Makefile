@@ -8,12 +8,12 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test install browser postgres broker-jars clean
+.PHONY: run test install browser postgres kubeconform broker-jars clean
 
 run: install
 	$(BIN)/ridestream run
 
-test: install browser postgres
+test: install browser postgres kubeconform
 	$(BIN)/pytest
 
 # headless Chromium renders the dashboard in a test; installed from Debian where we are root
@@ -30,6 +30,17 @@ postgres:
 	  || echo "note: PostgreSQL is not installed; the batch job's PostgreSQL tests will be skipped"
 
 install: $(VENV)/.installed
+
+# kubeconform validates deploy/k8s offline (tests/unit/test_k8s.py), built from the Go module
+# proxy into the virtualenv's bin; without Go those tests are skipped with the reason
+KUBECONFORM_VERSION ?= v0.8.0
+GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+kubeconform: $(BIN)/kubeconform
+
+$(BIN)/kubeconform: | $(VENV)/.installed
+	@if [ -x "$(GO)" ]; then GOBIN=$(abspath $(BIN)) $(GO) install github.com/yannh/kubeconform/cmd/kubeconform@$(KUBECONFORM_VERSION) \
+	  || echo "note: could not build kubeconform; the manifest validation tests will be skipped"; \
+	else echo "note: no Go toolchain; the kubeconform tests will be skipped"; fi
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)

@@ -1,10 +1,23 @@
-"""Prometheus metrics of one service process, served on ``/metrics``."""
+"""Prometheus metrics of one service process, served on ``/metrics`` beside ``/healthz`` and
+``/readyz`` (:mod:`consumers.health`)."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from consumers.health import Health
 
 _LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
@@ -51,7 +64,42 @@ class ServiceMetrics:
             child = self._children[key] = metric.labels(self.service, label)
         return child
 
-    def serve(self, port: int) -> None:
-        """Serve /metrics on ``port``; 0 turns it off."""
-        if port:
-            start_http_server(port, registry=self.registry)
+    def serve(self, port: int, health: Health | None = None) -> ThreadingHTTPServer | None:
+        """Serve /metrics (and, with ``health``, /healthz and /readyz) on ``port``; 0 turns it off."""
+        return serve_http(port, self.registry, health) if port else None
+
+
+Check = Callable[[], tuple[bool, str]]
+
+
+def serve_http(port: int, registry: CollectorRegistry, health: Health | None = None,
+               host: str = "") -> ThreadingHTTPServer:
+    """/metrics of ``registry``; /healthz and /readyz answer 200 or 503 with a one-line reason.
+    Without ``health`` both answer 200 once the server is up (a process with no consume loop)."""
+    checks: dict[str, Check] = {"/healthz": health.alive, "/readyz": health.ready} if health else {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._answer(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+            elif path in ("/healthz", "/readyz"):
+                ok, why = checks[path]() if path in checks else (True, "ok")
+                self._answer(200 if ok else 503, f"{why}\n".encode(), "text/plain; charset=utf-8")
+            else:
+                self._answer(404, b"not found: /metrics, /healthz or /readyz\n", "text/plain; charset=utf-8")
+
+        def _answer(self, code: int, body: bytes, content_type: str) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:  # probes every few seconds: no access log
+            pass
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name=f"http-{port}", daemon=True).start()
+    return server

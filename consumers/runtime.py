@@ -33,6 +33,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from consumers.control import REPLICA_ID, PlanFollower
 from consumers.deployment import Deployment
+from consumers.health import STATS_INTERVAL_MS, Health
 from consumers.metrics import ServiceMetrics
 from consumers.scoring import RideMemory, ServiceSpec, by_event_type
 from consumers.sinks import KafkaSink, Sink
@@ -162,6 +163,7 @@ class Runtime:
         self._lag_at = 0.0
         self._lag_stale = False  # positions moved since the gauge was last computed
         self.totals = BatchResult()
+        self.health = Health(settings.stall_timeout_s)  # /healthz and /readyz (consumers.health)
         self._show_models()
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -189,9 +191,12 @@ class Runtime:
         if self.follower is not None:  # the plan in force before the first batch
             self.follower.start(wait_s=s.connect_timeout_s + 60)
             self._take_plan()
-        # the client id names this replica to the group, so a rolling update can move it by name
+        self.health.models_loaded = bool(self.models)
+        # the client id names this replica to the group, so a rolling update can move it by name;
+        # the client's statistics tell readiness whether a broker is up and the group joined
+        stats = {"statistics.interval.ms": STATS_INTERVAL_MS, "stats_cb": self.health.on_stats} if self.bounds is None else {}
         self.consumer = make_consumer(s, self.group_id, on_commit=self._on_commit,
-                                      **{"client.id": f"{s.client_id}-{self.spec.name}@{REPLICA_ID}"})
+                                      **{"client.id": f"{s.client_id}-{self.spec.name}@{REPLICA_ID}"}, **stats)
         if self.sink is None:
             self.sink = KafkaSink(s, self.output_topic, self.dlq_topic)
         remaining: dict[tuple[str, int], int] = {}
@@ -204,6 +209,7 @@ class Runtime:
         try:
             with steady_gc():
                 while not self.stopping and (self.bounds is None or remaining):
+                    self.health.beat()
                     if self.follower is not None:
                         self._take_plan()  # between two batches, with none in hand
                     msgs = self._next_batch()

@@ -41,7 +41,7 @@ def consume(
     runtime = Runtime(spec, settings, models, group_id=group, stop_event=stopping, follow_plans=not model,
                       colour=colour)
     require_topics(make_admin(settings), settings, [runtime.input_topic, runtime.output_topic, runtime.dlq_topic])
-    runtime.metrics.serve(settings.metrics_port)
+    runtime.metrics.serve(settings.metrics_port, runtime.health)
     versions = ", ".join(f"{n} {m.version}" for n, m in models.items())
     err.print(f"{service}: consuming {runtime.input_topic} as group {runtime.group_id} ({versions})")
     totals = runtime.run()

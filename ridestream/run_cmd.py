@@ -16,6 +16,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from rich.live import Live
 from rich.table import Table
 
+from ridestream.autoscale import COOLDOWN_S, LAG_THRESHOLD, ServiceScaler, fleet_scalers
 from ridestream.broker_cmd import ensure_local_broker
 from ridestream.console import out
 from shared.contract.topics import SERVICES, create_topics
@@ -130,6 +131,10 @@ def run(
     replicas: list[str] = typer.Option(None, "--replicas", help="SERVICE=N processes, e.g. tip=3"),
     duration: float = typer.Option(None, help="stop by itself after this many seconds"),
     metrics_port: int = typer.Option(9300, help="first /metrics port of the services (0 = off)"),
+    autoscale: bool = typer.Option(False, "--autoscale", help="add and remove service processes by their "
+                                   "group's lag, with KEDA's Kafka-scaler rule (docs/kubernetes.md)"),
+    lag_threshold: int = typer.Option(LAG_THRESHOLD, help="with --autoscale: lag per replica (KEDA lagThreshold)"),
+    cooldown: float = typer.Option(COOLDOWN_S, help="with --autoscale: seconds before scaling down"),
 ) -> None:
     """Start the broker if needed, the topics, the backend and the services; show them live."""
     settings = load_settings()
@@ -158,11 +163,14 @@ def run(
     ports = f"; /metrics on ports {metrics_port + 1}–{port} (the evaluator's {metrics_port})" if metrics_port else ""
     out.print(f"broker {settings.bootstrap}; logs in {logs}{ports}")
     offsets = Offsets(settings)
+    scalers = _autoscalers(settings, offsets, children, port, logs, lag_threshold, cooldown) if autoscale else []
     deadline = time.monotonic() + duration if duration else None
     try:
         table = summary(offsets, settings, children)
         with Live(table, console=out, refresh_per_second=2) as live:
             while not stop.wait(1.0):
+                for scaler in scalers:
+                    scaler.tick()
                 table = summary(offsets, settings, children, table)
                 live.update(table)
                 if deadline and time.monotonic() > deadline:
@@ -179,6 +187,30 @@ def run(
         out.print(f"[red]stopped with errors[/]: {', '.join(f'{c.name} ({c.state}, see {c.log})' for c in failed)}")
         raise typer.Exit(1)
     out.print("\nstopped cleanly" + ("; the local broker keeps running (`ridestream broker stop`)" if settings.uses_local_broker else ""))
+
+
+def _autoscalers(settings: Settings, offsets: Offsets, children: list[Child], last_port: int, logs: Path,
+                 lag_threshold: int, cooldown: float) -> list[ServiceScaler]:
+    """One lag scaler per service (ridestream.autoscale), starting and stopping its processes."""
+    ports = iter(range(last_port + 1, 65536)) if last_port else None
+    serial = dict.fromkeys(SERVICES, 100)  # scaled replicas are named tip-101, tip-102…
+
+    def start(service: str) -> Child:
+        serial[service] += 1
+        args = ["consume", service] + (["--metrics-port", str(next(ports))] if ports else [])
+        child = Child(f"{service}-{serial[service]}", args, logs / f"{service}-{serial[service]}.log")
+        child.start()
+        children.append(child)
+        return child
+
+    def stop(child: Child) -> None:  # drains (SIGTERM); it then leaves the summary
+        _stop_children([child])
+        children.remove(child)
+
+    running = {s: [c for c in children if c.name.startswith(f"{s}-")] for s in SERVICES}
+    partitions = len(offsets.partitions(settings.topics.events))  # the cap, as KEDA reads it: the topic's
+    return fleet_scalers(running, lambda s: offsets.lag(settings.group_id(s), settings.topics.events), start, stop,
+                         partitions, lag_threshold, cooldown)
 
 
 def _stop_children(children: list[Child], timeout: float = 30.0) -> None:

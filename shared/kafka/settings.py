@@ -65,7 +65,12 @@ class Settings(BaseSettings):
                                 "false: always scikit-learn")
     model_threads: int = Field(default=1, ge=0, description="threads of one compiled predict call; 0 = one per "
                                "core. One: scale by processes, and a small batch never waits on a busy core")
-    metrics_port: int = Field(default=0, ge=0, le=65535, description="/metrics port of a process; 0 = off")
+    metrics_port: int = Field(default=0, ge=0, le=65535, description="/metrics (and /healthz, /readyz) port "
+                              "of a process; 0 = off")
+    stall_timeout_s: float = Field(default=120.0, gt=0, description="/healthz fails when the consume loop has "
+                                   "not come round for this long (its longest legitimate pause is seconds)")
+    drain_timeout_s: float = Field(default=30.0, gt=0, description="how long a stopping service may take to "
+                                   "drain (finish its batch, flush, commit, leave) before its supervisor kills it")
     model_store: Path = Field(default=PROJECT_ROOT / "models", description="the model registry: a folder of "
                               "<name>/<version>/ artifacts and alias files, mountable into containers")
 
