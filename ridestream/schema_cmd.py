@@ -10,6 +10,7 @@ from pydantic import TypeAdapter
 
 from ridestream.console import out
 from shared import PROJECT_ROOT
+from shared.contract.backend_state import BackendStateRecord
 from shared.contract.control import AuditRecord, DeploymentPlan, ModelQuality
 from shared.contract.events import Prediction, RideEvent
 
@@ -28,6 +29,8 @@ def contract_schemas() -> dict[str, str]:
         "audit_record.schema.json": (TypeAdapter(AuditRecord), "audit record", "rides.control.audit (the key is the service)"),
         "model_quality.schema.json": (TypeAdapter(ModelQuality), "model quality",
                                       "rides.model_quality (compacted; the key is service/model_version/variant/stage)"),
+        "backend_state.schema.json": (TypeAdapter(BackendStateRecord), "web backend state record",
+                                      "rides.backend.state (compacted; the key is the ride_id, or idempotency/KEY)"),
     }
     schemas = {}
     for filename, (adapter, title, topic) in docs.items():
