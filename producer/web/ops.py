@@ -55,7 +55,7 @@ class OpsReader:
         figures: dict[str, Any] = {"events_per_s": self._rate(t.events, sum(ends)), "services": {}}
         for service in SERVICES:
             committed = self._consumer(self.settings.group_id(service)).committed(parts, timeout=5)
-            lag = sum(end - max(c.offset, 0) for end, c in zip(ends, committed))
+            lag = sum(max(end - max(c.offset, 0), 0) for end, c in zip(ends, committed))  # ends read first
             _, p_ends, _ = self._ends(t.predictions(service))
             figures["services"][service] = {"lag": lag, "predictions_per_s": self._rate(t.predictions(service), sum(p_ends)),
                                             "predictions": sum(p_ends)}

@@ -38,7 +38,7 @@ def web(kafka_bootstrap):
     create_topics(make_admin(settings), settings.topic_specs())
     env = {k: v for k, v in os.environ.items() if not k.startswith("RIDESTREAM_")}
     env = fleet_env({**env, "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap, "RIDESTREAM_NAMESPACE": settings.namespace,
-                     "RIDESTREAM_RETENTION_HOURS": "0"})
+                     "RIDESTREAM_RETENTION_HOURS": "0", "RIDESTREAM_WEB_DRIVER_SPEEDUP": "600"})
     fleet = Fleet(env)
     logs = Path(tempfile.mkdtemp(prefix="ridestream-web-"))
     servers = []
@@ -183,3 +183,69 @@ def test_unknown_rides_are_404_and_events_out_of_order_409(web):
     after = httpx.post(f"{b}/v1/rides/{ride_id}/progress", json=progress, timeout=30)
     assert after.status_code == 409 and "completed" in after.json()["error"]
     assert httpx.get(f"{b}/v1/rides/{ride_id}", timeout=30).json()["stage"] == "completed"
+
+
+TEST_OUTPUT = Path(__file__).resolve().parents[2] / "test-output"
+
+
+@pytest.fixture
+def chrome():
+    """A real headless Chromium driven by Debian's chromedriver (make test installs both where root)."""
+    import shutil
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    if not browser or not driver_path:
+        pytest.skip("chromium or chromium-driver is not installed (make test installs them where it is root)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--window-size=1280,900",
+                 f"--user-data-dir={tempfile.mkdtemp(prefix='ridestream-chromium-')}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(driver_path))
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_the_rider_page_requests_a_ride_and_shows_it_live(web, chrome):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.select import Select
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    _, a, *_ = web
+    TEST_OUTPUT.mkdir(exist_ok=True)
+    chrome.get(a + "/")
+    wait = WebDriverWait(chrome, 90, poll_frequency=0.3)
+    wait.until(lambda d: len(Select(d.find_element(By.ID, "pickup")).options) > 200)  # zones by name
+    Select(chrome.find_element(By.ID, "pickup")).select_by_visible_text("JFK Airport")
+    Select(chrome.find_element(By.ID, "dropoff")).select_by_visible_text("Times Sq/Theatre District")
+    chrome.find_element(By.ID, "distance").clear()
+    chrome.find_element(By.ID, "distance").send_keys("17.5")
+    chrome.find_element(By.ID, "request").click()
+    wait.until(lambda d: d.find_element(By.ID, "initial").text not in ("", "–"))  # the estimate, from the response
+    initial = float(chrome.find_element(By.ID, "initial").text)
+    ride_id = chrome.find_element(By.ID, "ride-id").text
+    assert ride_id.startswith("web-") and initial > 0
+    chrome.save_screenshot(str(TEST_OUTPUT / "web-rider-requested.png"))
+    # the fleet's answers arrive, then the simulated driver starts and reports progress: values change
+    wait.until(lambda d: d.find_element(By.ID, "tip").text not in ("", "–") and d.find_element(By.ID, "cost").text not in ("", "–"))
+    wait.until(lambda d: d.find_element(By.ID, "remaining").text not in ("", "–"))
+    first_left = chrome.find_element(By.ID, "remaining").text
+    wait.until(lambda d: d.find_element(By.ID, "remaining").text != first_left)
+    assert chrome.find_element(By.ID, "stage").text in ("started", "in progress", "completed")
+    chrome.save_screenshot(str(TEST_OUTPUT / "web-rider-live.png"))
+    state = httpx.get(f"{a}/v1/rides/{ride_id}", timeout=30).json()
+    assert state["request"]["pickup_zone"] == 132 and state["request"]["dropoff_zone"] == 230
+    # the operator page shows the fleet and the versions serving
+    chrome.get(a + "/ops")
+    wait.until(lambda d: "v" in d.find_element(By.ID, "fleet").text and d.find_element(By.ID, "dlq").text != "–")
+    assert load_model("tip").version in chrome.find_element(By.ID, "fleet").text
+    chrome.save_screenshot(str(TEST_OUTPUT / "web-operator.png"))
