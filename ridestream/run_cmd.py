@@ -130,6 +130,7 @@ def run(
     replicas: list[str] = typer.Option(None, "--replicas", help="SERVICE=N processes, e.g. tip=3"),
     duration: float = typer.Option(None, help="stop by itself after this many seconds"),
     metrics_port: int = typer.Option(9300, help="first /metrics port of the services (0 = off)"),
+    web_port: int = typer.Option(8000, help="port of the web service: the rider page, the API (0 = off)"),
 ) -> None:
     """Start the broker if needed, the topics, the backend and the services; show them live."""
     settings = load_settings()
@@ -150,6 +151,8 @@ def run(
     evaluator = ["evaluate", "--online"] + (["--metrics-port", str(metrics_port)] if metrics_port else [])
     children.append(Child("evaluator", evaluator, logs / "evaluator.log"))  # online MAE; judges rollouts
     children.append(Child("backend", ["produce", "--rate", str(rate), "--quiet"], logs / "backend.log"))
+    if web_port:  # the rider-facing web service: its page, its API
+        children.append(Child("web", ["serve", "--port", str(web_port)], logs / "web.log"))
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -157,6 +160,8 @@ def run(
         child.start()
     ports = f"; /metrics on ports {metrics_port + 1}–{port} (the evaluator's {metrics_port})" if metrics_port else ""
     out.print(f"broker {settings.bootstrap}; logs in {logs}{ports}")
+    if web_port:
+        out.print(f"rider page http://127.0.0.1:{web_port}/ · operator http://127.0.0.1:{web_port}/ops · API http://127.0.0.1:{web_port}/docs")
     offsets = Offsets(settings)
     deadline = time.monotonic() + duration if duration else None
     try:
