@@ -15,17 +15,25 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Literal
 
 import httpx
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, GetPydanticSchema
+from pydantic_core import core_schema
 
-from shared.contract.events import Miles, UtcTime, Zone
+from shared.contract.events import Miles, Zone
 from shared.ml.artifacts import Model
 from shared.ml.features import REQUEST_FIELDS
 
 log = logging.getLogger("ridestream.web")
+
+
+# RFC 3339 in UTC, as the contract's times; not strict, because FastAPI hands the model the parsed
+# JSON (a str), not the bytes
+JsonUtcTime = Annotated[datetime, GetPydanticSchema(
+    lambda _t, _h: core_schema.datetime_schema(tz_constraint=0, strict=False))]
 
 
 class Trip(BaseModel):
@@ -39,7 +47,7 @@ class Trip(BaseModel):
     passenger_count: Annotated[int, Field(ge=0, le=9)]
     payment_type: Annotated[int, Field(ge=1, le=6)]
     service: Literal["yellow", "green"]
-    event_time: UtcTime | None = Field(default=None, description="when the ride is asked for; default: now")
+    event_time: JsonUtcTime | None = Field(default=None, description="when the ride is asked for; default: now")
 
 
 class PredictRequest(BaseModel):
