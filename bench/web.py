@@ -49,6 +49,7 @@ class WebBenchConfig:
     rows_per_request: int = 100
     seconds: float = 4.0
     max_requests: int = 12_000  # per measured run: the load generator shares the machine too
+    give_up_s: float = 10.0  # requests still unanswered this long after a run's schedule ends are abandoned
     ride_rates: tuple[float, ...] = (100.0, 300.0, 1000.0)
     sse_clients: int = 1000
     sse_rate: float = 1000.0  # predictions/s produced for the followed rides
@@ -129,8 +130,12 @@ def start_server(args: list[str], env: dict[str, str], ready: str = "/readyz", t
 
 
 # --- load -----------------------------------------------------------------------------------------
-async def offer(send: Callable[[int], Awaitable[None]], rate: float, n: int, max_in_flight: int = 256) -> tuple[int, int, float, list[float]]:
-    """Send ``n`` requests on an open-loop schedule of ``rate`` a second: (ok, errors, seconds, latencies ms)."""
+async def offer(send: Callable[[int], Awaitable[None]], rate: float, n: int, max_in_flight: int = 256,
+                give_up_s: float | None = None) -> tuple[int, int, float, list[float]]:
+    """Send ``n`` requests on an open-loop schedule of ``rate`` a second: (answered, errors, seconds,
+    latencies ms). Requests not answered ``give_up_s`` after the schedule's end are cancelled and
+    counted as errors, with the time they had waited as their latency (a lower bound): a service
+    that cannot keep up shows it in p99 and in its errors, instead of stretching the run."""
     loop = asyncio.get_running_loop()
     gate = asyncio.Semaphore(max_in_flight)
     t0 = loop.time() + 0.05
@@ -145,19 +150,29 @@ async def offer(send: Callable[[int], Awaitable[None]], rate: float, n: int, max
         async with gate:
             try:
                 await send(i)
-            except (httpx.HTTPError, AssertionError, KeyError):
+            except (httpx.HTTPError, AssertionError, KeyError, TimeoutError):
                 errors += 1
                 return
         now = loop.time()
         latencies.append((now - due) * 1000)
         last = max(last, now)
 
-    await asyncio.gather(*(one(i) for i in range(n)))
-    return len(latencies), errors, max(last - t0, 1e-9), latencies
+    tasks = [asyncio.create_task(one(i)) for i in range(n)]
+    end = t0 + n / rate
+    _, pending = await asyncio.wait(tasks, timeout=None if give_up_s is None else end + give_up_s - loop.time())
+    if pending:
+        stopped = loop.time()
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        errors += len(pending)
+        latencies += [(stopped - (t0 + i / rate)) * 1000 for i, task in enumerate(tasks) if task in pending]
+        last = stopped
+    return n - errors, errors, max(last - t0, 1e-9), latencies
 
 
 def _load(name: str, offered: float, rows: int, n: int, outcome: tuple[int, int, float, list[float]]) -> Load:
-    ok, errors, seconds, lat = outcome
+    ok, errors, seconds, lat = outcome  # lat: the answered ones' and, as a lower bound, the abandoned ones'
     p50, p99 = (np.percentile(lat, [50, 99]).tolist() if lat else [float("nan")] * 2)
     return Load(name, offered, rows, n, ok, errors, round(ok * rows / seconds, 1), round(p50, 1), round(p99, 1))
 
@@ -187,7 +202,7 @@ async def _predict_phase(cfg: WebBenchConfig, trips: list[dict], batched_url: st
                      lambda i: post(ours, "/v1/predict/duration", bodies[i % len(bodies)])),
                     ("batched_one_trip", 1, n1, rate, lambda i: post(ours, "/v1/predict/duration", one_trip[i % len(one_trip)]))]
             for name, rows, n, req_rate, send in runs:
-                out.append(_load(name, rate, rows, n, await offer(send, req_rate, n)))
+                out.append(_load(name, rate, rows, n, await offer(send, req_rate, n, give_up_s=cfg.give_up_s)))
     return out
 
 
@@ -200,7 +215,7 @@ async def _rides_phase(cfg: WebBenchConfig, trips: list[dict], url: str) -> list
 
         for rate in cfg.ride_rates:
             n = min(int(rate * cfg.seconds), cfg.max_requests)
-            out.append(_load("rides", rate, 1, n, await offer(post, rate, n)))
+            out.append(_load("rides", rate, 1, n, await offer(post, rate, n, give_up_s=cfg.give_up_s)))
     return out
 
 
@@ -385,6 +400,8 @@ def markdown(result: WebResult) -> str:
              f"scikit-learn predict), at the same offered trips/s for {cfg.seconds:g} s each (at most "
              f"{cfg.max_requests:,} requests a run); ours with {cfg.rows_per_request} trips a request (batched) and "
              "with one (batched_one_trip):", "",
+             f"Requests still unanswered {cfg.give_up_s:g} s after a run's schedule ended were abandoned and count as "
+             "errors, with what they had waited as their latency (a lower bound).", "",
              "| offered trips/s | service | trips/request | answered trips/s | p50 ms | p99 ms | errors |",
              "|---|---|---|---|---|---|---|"]
     for x in result.predict:
