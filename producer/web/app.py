@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import orjson
-from confluent_kafka import Message
+from confluent_kafka import KafkaException, Message
 from fastapi import FastAPI, Header, HTTPException
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
@@ -89,8 +89,9 @@ class WebConfig:
     only_predict: bool = False
     duration_url: str | None = None  # RIDESTREAM_DURATION_URL: a separate duration service
     duration_timeout_s: float = 0.5
-    max_rides: int = 100_000  # rides held per replica (predictions and state)
-    per_ride: int = 64  # predictions held per ride
+    max_rides: int = 200_000  # ride states held per replica (a few hundred bytes each)
+    max_followed: int = 20_000  # rides whose predictions a replica holds (the most recently predicted)
+    per_ride: int = 32  # predictions held per ride (and the latest of each service)
     max_keys: int = 100_000  # idempotency answers held per replica
     client_queue: int = 256  # frames queued per SSE client before it resyncs (or, /v1/stream, is closed)
     replay_s: float = 1800.0  # a replica starting reads this much of the prediction topics
@@ -103,7 +104,8 @@ class WebConfig:
         config = cls(
             duration_url=env.get("RIDESTREAM_DURATION_URL") or None,
             duration_timeout_s=float(env.get("RIDESTREAM_DURATION_TIMEOUT_S", 0.5)),
-            max_rides=int(env.get("RIDESTREAM_WEB_MAX_RIDES", 100_000)),
+            max_rides=int(env.get("RIDESTREAM_WEB_MAX_RIDES", 200_000)),
+            max_followed=int(env.get("RIDESTREAM_WEB_MAX_FOLLOWED", 20_000)),
             client_queue=int(env.get("RIDESTREAM_WEB_CLIENT_QUEUE", 256)),
             driver_speedup=float(env.get("RIDESTREAM_WEB_DRIVER_SPEEDUP", 60.0)),
         )
@@ -179,7 +181,9 @@ class Metrics:
         Gauge("ridestream_web_sse_overflows", "frames a slow client could not take (it resynced or was closed)",
               registry=r).set_function(lambda: hub.overflows)
         Gauge("ridestream_web_sse_delivered", "frames handed to SSE clients", registry=r).set_function(lambda: hub.delivered)
-        Gauge("ridestream_web_rides_held", "rides this replica holds", registry=r).set_function(lambda: len(table.rides))
+        Gauge("ridestream_web_rides_held", "ride states this replica holds", registry=r).set_function(lambda: len(table.states))
+        Gauge("ridestream_web_rides_followed", "rides whose predictions this replica holds", registry=r).set_function(
+            lambda: len(table.rides))
         Gauge("ridestream_web_state_rejected", "state records that lost a race", registry=r).set_function(
             lambda: table.rejected)
         predict = Gauge("ridestream_web_predict_calls", "model predict calls (each for a batch of requests)",
@@ -199,7 +203,7 @@ class WebBackend:
         self.settings = settings
         self.config = config
         self.replica = f"{os.uname().nodename}:{os.getpid()}"
-        self.table = RideTable(config.max_rides, config.per_ride, config.max_keys)
+        self.table = RideTable(config.max_rides, config.per_ride, config.max_keys, config.max_followed)
         self.hub = Hub(config.client_queue)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="web-predict")
         self.models: dict[str, BatchedModel] = {}
@@ -277,7 +281,10 @@ class WebBackend:
         topic = self.settings.topics.backend_state
         partition, offset = await self.publisher.send(topic, key.encode(), value)
         self.metrics.published.labels("backend_state").inc()
-        await self.follower.applied(topic, partition, offset)
+        try:
+            await self.follower.applied(topic, partition, offset)
+        except TimeoutError:
+            raise HTTPException(503, "this replica has not read the shared ride state back in time; retry") from None
         return partition, offset
 
     async def known_ride(self, ride_id: str) -> dict[str, Any] | None:
@@ -319,6 +326,8 @@ def create_app(settings: Settings, config: WebConfig | None = None) -> FastAPI:
     app.state.web = web
     app.add_exception_handler(RequestValidationError, lambda _r, exc: _validation_errors(exc))
     app.add_exception_handler(StarletteHTTPException, lambda _r, exc: _problem(exc.status_code, str(exc.detail)))
+    app.add_exception_handler(KafkaException, lambda _r, exc: _problem(
+        503, f"the Kafka broker did not take the message ({exc.args[0].str() if exc.args else exc}); retry"))
     app.add_middleware(_RequestMetrics, metrics=web.metrics)
 
     _predict_routes(app, web)
@@ -581,7 +590,8 @@ def _page_routes(app: FastAPI, web: WebBackend) -> None:
         figures = web.ops.ask() if web.ops else {}
         versions = {s: sorted(v, key=v.get)[-3:] for s, v in web.table.versions.items()}
         return {**figures, "versions": versions,
-                "replica": {"id": web.replica, "sse_clients": web.hub.clients, "rides_held": len(web.table.rides),
+                "replica": {"id": web.replica, "sse_clients": web.hub.clients, "rides_held": len(web.table.states),
+                            "rides_followed": len(web.table.rides),
                             "sse_overflows": web.hub.overflows, "rss_mb": _rss_mb(),
                             "driving": len(web.driver.tasks) if web.driver else 0}}
 
