@@ -46,13 +46,16 @@ def test_idempotency_keys_the_first_record_wins():
 
 
 def test_memory_is_bounded_per_replica_and_per_ride():
-    t = RideTable(max_rides=3, per_ride=2)
+    t = RideTable(max_rides=2, per_ride=2, max_followed=3)
     for i in range(10):
         t.add_prediction("tip", i, prediction("tip", i, ride_id=f"r{i}"))
-    assert list(t.rides) == ["r7", "r8", "r9"]
+        t.apply_state(f"r{i}", orjson.dumps({"kind": "ride", "ride_id": f"r{i}", "seq": 0, "stage": "requested",
+                                            "writer": "w", "request": {}}))
+    assert list(t.rides) == ["r7", "r8", "r9"] and list(t.states) == ["r8", "r9"]
     for i in range(10, 15):
         t.add_prediction("duration", i, prediction("duration", i, ride_id="r9"))
     assert [x.offset for x in t.rides["r9"].landed] == [13, 14]
+    assert set(t.latest("r9")) == {"tip", "duration"} and t.latest("r9")["tip"]["value"] == 9  # the latest per service stays
 
 
 def test_a_cursor_resumes_after_what_was_sent_and_skips_what_was_held_already():
