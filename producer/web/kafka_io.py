@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import OFFSET_BEGINNING, KafkaException, Message, TopicPartition
 
 from shared.contract.topics import SERVICES
-from shared.kafka.clients import make_consumer, make_producer
+from shared.kafka.clients import consume_ready, make_consumer, make_producer
 from shared.kafka.settings import Settings
 
 log = logging.getLogger("ridestream.web")
@@ -98,7 +98,9 @@ class Follower:
             self._check_caught_up()
             last_check = time.monotonic()
             while not self._stop.is_set():
-                msgs = consumer.consume(num_messages=BATCH, timeout=0.1)
+                # what has arrived, at once; librdkafka's own batch consume would wait out its
+                # whole timeout for a full batch, and every SSE frame and read-back with it
+                msgs = consume_ready(consumer, BATCH, 0.1)
                 good = [m for m in msgs if m.error() is None]
                 if good:
                     self.broker_seen = time.monotonic()
