@@ -16,11 +16,13 @@ run: install
 test: install browser postgres kubeconform
 	$(BIN)/pytest
 
-# headless Chromium renders the dashboard in a test; installed from Debian where we are root
+# headless Chromium renders the dashboard and drives the rider page (chromedriver) in tests;
+# installed from Debian where we are root
 browser:
-	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
-	  || echo "note: chromium is not installed; the dashboard screenshot test will be skipped"
+	@{ command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] \
+	  && command -v apt-get >/dev/null && apt-get update -qq \
+	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+	  || echo "note: chromium or chromium-driver is not installed; the browser tests will be skipped"
 
 # a real PostgreSQL server for the batch job's tests (each test session starts its own cluster)
 postgres:

@@ -24,17 +24,38 @@ def bench(
     quix: bool = typer.Option(True, help="measure the Quix Streams peer (its own virtualenv, made once)"),
     rollout: bool = typer.Option(True, help="measure the service under a shadow plan and a 50 % canary against one "
                                             "model, and p99 at 1,000 events/s across a live swap against none"),
-    output: Path = typer.Option(Path("bench/results/latest.json"), help="JSON; .md and .png beside it"),
+    output: Path = typer.Option(None, help="JSON; .md and .png beside it (default bench/results/latest.json, "
+                                           "with --web bench/results/web.json)"),
+    web: bool = typer.Option(False, "--web", help="measure the web service instead: predict endpoint vs one request → "
+                                                   "one row, POST /v1/rides, SSE fan-out, request→answer vs event→stream"),
+    quick: bool = typer.Option(False, "--quick", help="with --web: every phase, small (checks that it runs)"),
 ) -> None:
     """Measure, in one run on the same events: passthrough, ridestream, naive, Quix Streams, and ridestream
     under a shadow plan and a 50 % canary; print the ratios."""
     settings = load_settings()
     ensure_local_broker(settings)
     ensure_reachable(make_admin(settings), settings)
+    if web:
+        _bench_web(settings, output or Path("bench/results/web.json"), quick)
+        return
+    output = output or Path("bench/results/latest.json")
     cfg = BenchConfig(events=events, repeat=repeat, naive_events=naive_events, quix=quix, rollout=rollout)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=out) as bar:
         task = bar.add_task("starting", total=None)
         result = run_bench(settings, cfg, phase=lambda text: bar.update(task, description=text))
     paths = write(result, output)
     out.print(Markdown(markdown(result)))
+    out.print("wrote " + ", ".join(str(p) for p in paths))
+
+
+def _bench_web(settings, output: Path, quick: bool) -> None:
+    from bench.web import WebBenchConfig, quick_config, run_web, write_web
+    from bench.web import markdown as web_markdown
+
+    cfg = quick_config() if quick else WebBenchConfig()
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=out) as bar:
+        task = bar.add_task("starting", total=None)
+        result = run_web(settings, cfg, phase=lambda text: bar.update(task, description=text))
+    paths = write_web(result, output)
+    out.print(Markdown(web_markdown(result)))
     out.print("wrote " + ", ".join(str(p) for p in paths))

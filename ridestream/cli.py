@@ -29,6 +29,7 @@ from ridestream import (  # noqa: E402
     replay_cmd,
     run_cmd,
     schema_cmd,
+    serve_cmd,
     topics_cmd,
     train_cmd,
     watch_cmd,
@@ -49,6 +50,7 @@ app.command("run")(run_cmd.run)
 app.command("produce")(produce_cmd.produce)
 app.command("consume")(consume_cmd.consume)
 app.command("watch")(watch_cmd.watch)
+app.command("serve")(serve_cmd.serve)
 app.command("replay")(replay_cmd.replay)
 app.add_typer(offsets_cmd.app, name="offsets")
 app.add_typer(dlq_cmd.app, name="dlq")

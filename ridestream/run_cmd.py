@@ -135,6 +135,7 @@ def run(
                                    "group's lag, with KEDA's Kafka-scaler rule (docs/kubernetes.md)"),
     lag_threshold: int = typer.Option(LAG_THRESHOLD, help="with --autoscale: lag per replica (KEDA lagThreshold)"),
     cooldown: float = typer.Option(COOLDOWN_S, help="with --autoscale: seconds before scaling down"),
+    web_port: int = typer.Option(8000, help="port of the web service: the rider page, the API (0 = off)"),
 ) -> None:
     """Start the broker if needed, the topics, the backend and the services; show them live."""
     settings = load_settings()
@@ -155,6 +156,8 @@ def run(
     evaluator = ["evaluate", "--online"] + (["--metrics-port", str(metrics_port)] if metrics_port else [])
     children.append(Child("evaluator", evaluator, logs / "evaluator.log"))  # online MAE; judges rollouts
     children.append(Child("backend", ["produce", "--rate", str(rate), "--quiet"], logs / "backend.log"))
+    if web_port:  # the rider-facing web service: its page, its API
+        children.append(Child("web", ["serve", "--port", str(web_port)], logs / "web.log"))
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -162,6 +165,8 @@ def run(
         child.start()
     ports = f"; /metrics on ports {metrics_port + 1}–{port} (the evaluator's {metrics_port})" if metrics_port else ""
     out.print(f"broker {settings.bootstrap}; logs in {logs}{ports}")
+    if web_port:
+        out.print(f"rider page http://127.0.0.1:{web_port}/ · operator http://127.0.0.1:{web_port}/ops · API http://127.0.0.1:{web_port}/docs")
     offsets = Offsets(settings)
     scalers = _autoscalers(settings, offsets, children, port, logs, lag_threshold, cooldown) if autoscale else []
     deadline = time.monotonic() + duration if duration else None

@@ -10,6 +10,7 @@ from pydantic import TypeAdapter
 
 from ridestream.console import out
 from shared import PROJECT_ROOT
+from shared.contract.backend_state import BackendStateRecord
 from shared.contract.control import AuditRecord, DeploymentPlan, ModelQuality
 from shared.contract.events import Prediction, RideEvent
 from shared.contract.redrive import RedriveRecord
@@ -31,6 +32,8 @@ def contract_schemas() -> dict[str, str]:
                                       "rides.model_quality (compacted; the key is service/model_version/variant/stage)"),
         "redrive_record.schema.json": (TypeAdapter(RedriveRecord), "redrive record",
                                        "rides.events.dlq.redriven (compacted; the key is the source's topic/partition/offset)"),
+        "backend_state.schema.json": (TypeAdapter(BackendStateRecord), "web backend state record",
+                                      "rides.backend.state (compacted; the key is the ride_id, or idempotency/KEY)"),
     }
     schemas = {}
     for filename, (adapter, title, topic) in docs.items():

@@ -19,6 +19,7 @@ PREDICTIONS: dict[Service, str] = {s: f"rides.predictions.{s}" for s in SERVICES
 CONTROL = "rides.control"  # compacted, key = service: the deployment plan in force
 CONTROL_AUDIT = "rides.control.audit"  # every plan change and automatic decision, in order
 MODEL_QUALITY = "rides.model_quality"  # compacted: windowed online MAE per service, version, variant
+BACKEND_STATE = "rides.backend.state"  # compacted: the web backend's rides and idempotency keys
 
 
 @dataclass(frozen=True)
@@ -61,9 +62,14 @@ class Topics:
     def model_quality(self) -> str:
         return self.namespace + MODEL_QUALITY
 
+    @property
+    def backend_state(self) -> str:
+        """Compacted, partitioned like ``rides.events``: what every web backend replica follows."""
+        return self.namespace + BACKEND_STATE
+
     def all(self) -> list[str]:
         return [self.events, *(self.predictions(s) for s in SERVICES), self.dlq,
-                self.control, self.control_audit, self.model_quality]
+                self.control, self.control_audit, self.model_quality, self.backend_state]
 
 
 @dataclass(frozen=True)

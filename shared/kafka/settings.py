@@ -126,6 +126,8 @@ class Settings(BaseSettings):
             TopicSpec(t.control, 1, self.replication_factor, compacted=True),
             spec(t.control_audit, 1),
             TopicSpec(t.model_quality, 1, self.replication_factor, compacted=True),
+            # the web backend's rides and idempotency keys: a table every replica reads whole
+            TopicSpec(t.backend_state, self.events_partitions, self.replication_factor, compacted=True),
         ]
 
     def shadow_spec(self, service: Service) -> TopicSpec:

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import re
 import subprocess
+from datetime import UTC
 
+from broker.local import free_port
 from tests.integration.fleet import RIDESTREAM
 
 
 def test_run_starts_the_backend_and_the_services_and_stops_cleanly(kafka):
+    web_port = free_port()
     proc = subprocess.run([*RIDESTREAM, "run", "--duration", "25", "--rate", "300", "--replicas", "tip=2",
-                           "--metrics-port", "0"],
+                           "--metrics-port", "0", "--web-port", str(web_port)],
                           env={**kafka.env(), "COLUMNS": "160"}, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "stopped cleanly" in proc.stdout
+    assert f"rider page http://127.0.0.1:{web_port}/" in proc.stdout  # the web service ran and stopped cleanly too
     for service in ("duration", "tip", "cost"):
         row = re.search(rf"{service} predictions\s*│\s*[\d,.]+\s*│\s*([\d,]+)\s*│\s*([\d,]+)\s*│\s*(\d)/(\d) running", proc.stdout)
         assert row, proc.stdout
@@ -23,13 +27,13 @@ def test_run_starts_the_backend_and_the_services_and_stops_cleanly(kafka):
 
 
 def test_watch_shows_a_rides_estimates_corrections_tip_and_cost(kafka):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from shared.contract.codec import encode_dict
     from shared.kafka.clients import make_producer
 
     kafka.create_contract_topics()
-    t = datetime(2026, 11, 24, 8, 0, tzinfo=timezone.utc)
+    t = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
     base = {"schema_version": 1, "ride_id": "ride-42", "event_time": t, "scored_at": t, "model_version": "v1"}
     preds = [
         ("duration", {"event_id": "e1", "value": 12.0, "unit": "min", "initial": True}),

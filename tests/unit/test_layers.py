@@ -16,6 +16,7 @@ ALLOWED = {
     "shared/data": {"shared", "shared.errors", "shared.contract", "shared.data"},
     "shared/ml": {"shared", "shared.errors", "shared.contract", "shared.data", "shared.ml"},
     "producer": {"shared.*", "producer"},
+    "producer/web": {"shared.*", "producer"},  # the backend's web service: the fleet only on the wire
     "consumers": {"shared.*", "consumers"},
     "training": {"shared.*", "training"},
 }
