@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     model_threads: int = Field(default=1, ge=0, description="threads of one compiled predict call; 0 = one per "
                                "core. One: scale by processes, and a small batch never waits on a busy core")
     metrics_port: int = Field(default=0, ge=0, le=65535, description="/metrics port of a process; 0 = off")
+    drift: bool = Field(default=True, description="count each batch's features into its model's reference bins "
+                        "and export the windowed PSI per feature on /metrics (docs/monitoring.md)")
+    drift_window_s: float = Field(default=300.0, gt=0, description="the window of the PSI gauge, in seconds")
     model_store: Path = Field(default=PROJECT_ROOT / "models", description="the model registry: a folder of "
                               "<name>/<version>/ artifacts and alias files, mountable into containers")
 
