@@ -21,6 +21,7 @@ from ridestream import (  # noqa: E402
     broker_cmd,
     consume_cmd,
     deploy_cmd,
+    drift_cmd,
     models_cmd,
     offsets_cmd,
     produce_cmd,
@@ -51,6 +52,7 @@ app.command("replay")(replay_cmd.replay)
 app.add_typer(offsets_cmd.app, name="offsets")
 app.command("score-batch")(batch_cmd.score_batch)
 app.command("report")(batch_cmd.report)
+app.command("drift")(drift_cmd.drift)
 app.command("bench")(bench_cmd.bench)
 app.command("train")(train_cmd.train)
 app.command("evaluate")(train_cmd.evaluate)
