@@ -135,6 +135,7 @@ class DriftMonitor:
         self.service = service
         self.window_s = window_s
         self.models: dict[tuple[str, str], ModelDrift] = {}
+        self.trained_mae: dict[tuple[str, str], float] = {}  # every version served, reference or not
         self._missing: set[tuple[str, str]] = set()
         registry.register(self)
 
@@ -143,6 +144,9 @@ class DriftMonitor:
         out, said once in the log)."""
         for model in models:
             key = (model.name, model.version)
+            mae = (model.metadata.get("metrics") or {}).get("mae")
+            if mae is not None:
+                self.trained_mae[key] = float(mae)
             if key in self._missing:
                 continue
             drift = self.models.get(key)
@@ -174,6 +178,11 @@ class DriftMonitor:
                 total = drift.prediction_sum
             bounds = [f"{b:g}" for b in drift.buckets] + ["+Inf"]
             hist.add_metric(labels, list(zip(bounds, cumulative)), total)
+        trained = GaugeMetricFamily("ridestream_model_trained_mae", "The model version's MAE on held-out trips at "
+                                    "training (the online MAE alert's yardstick)", labels=["service", "model", "version"])
+        for (name, version), mae in sorted(self.trained_mae.items()):
+            trained.add_metric([self.service, name, version], mae)
+        yield trained
         yield psi_g
         yield rows_g
         yield hist
