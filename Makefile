@@ -8,12 +8,12 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test install browser broker-jars clean
+.PHONY: run test install browser monitoring broker-jars clean
 
 run: install
 	$(BIN)/ridestream run
 
-test: install browser
+test: install browser monitoring
 	$(BIN)/pytest
 
 # headless Chromium renders the dashboard in a test; installed from Debian where we are root
@@ -21,6 +21,12 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
 	  || echo "note: chromium is not installed; the dashboard screenshot test will be skipped"
+
+# prometheus and promtool run the alert rule tests and the monitoring integration test; from Debian where root
+monitoring:
+	@command -v promtool >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; } \
+	  || echo "note: prometheus is not installed; the promtool and Prometheus tests will be skipped"
 
 install: $(VENV)/.installed
 
