@@ -137,6 +137,7 @@ class DriftMonitor:
         self.models: dict[tuple[str, str], ModelDrift] = {}
         self.trained_mae: dict[tuple[str, str], float] = {}  # every version served, reference or not
         self._missing: set[tuple[str, str]] = set()
+        self._watched: list[Model] = []
         registry.register(self)
 
     def watch(self, models: Iterable[Model]) -> None:
@@ -158,6 +159,17 @@ class DriftMonitor:
                 drift = self.models[key] = ModelDrift(reference, model.metadata.get("features", []), self.window_s)
             if drift.observe not in model.observers:
                 model.observers.append(drift.observe)
+                self._watched.append(model)
+
+    def close(self) -> None:
+        """Stop counting: detach from every model watched (a model object may outlive its runtime)."""
+        for drift in self.models.values():
+            self._detach(drift)
+
+    def _detach(self, drift: ModelDrift) -> None:
+        for model in list(self._watched):
+            if drift.observe in model.observers:
+                model.observers.remove(drift.observe)
 
     def collect(self):
         psi_g = GaugeMetricFamily("ridestream_feature_psi", "Population stability index of a feature over the "

@@ -264,6 +264,8 @@ class Runtime:
             self._commit_pending(sync=True)
         if self.sink is not None:
             self.sink.close()
+        if self.drift is not None:
+            self.drift.close()
         self.consumer.close()  # leaves the group (if it joined one): its partitions move at once
 
     # --- one batch ---------------------------------------------------------------------------
