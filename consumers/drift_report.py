@@ -45,6 +45,8 @@ class FeatureDrift:
 
     @property
     def verdict(self) -> str:
+        if self.feature in CALENDAR:
+            return "calendar"  # what time the range covers, not a change of traffic
         return "shifted" if self.psi > SHIFTED else "moderate" if self.psi > MODERATE else "stable"
 
 
@@ -170,7 +172,8 @@ def measure(model: Model, reference: Reference | None, events: list[Any],
         counts = np.bincount(bins.index(values), minlength=bins.bins)
         report.features.append(FeatureDrift(feature, bins.kind, psi(bins.fractions, counts), wasserstein(bins, values),
                                             bins.labels(), bins.fractions.tolist(), (counts / counts.sum()).tolist()))
-    report.features.sort(key=lambda f: -f.psi)
+    # the shifted features first; the calendar's last: a range of minutes holds one hour of one day
+    report.features.sort(key=lambda f: (f.feature in CALENDAR, -f.psi))
     return report
 
 
@@ -192,7 +195,7 @@ def _svg(fig: plt.Figure) -> str:
 
 
 def _psi_chart(r: ModelDriftReport) -> str:
-    feats = list(reversed(r.features))
+    feats = [f for f in reversed(r.features) if f.feature not in CALENDAR]  # the calendar's are in the table
     fig, ax = plt.subplots(figsize=(5.2, 0.28 * len(feats) + 1.2))
     colours = ["#dc2626" if f.psi > SHIFTED else "#f59e0b" if f.psi > MODERATE else "#10b981" for f in feats]
     ax.barh([f.feature for f in feats], [f.psi for f in feats], color=colours)
@@ -272,7 +275,7 @@ table {{ border-collapse: collapse; margin: 1rem 0; }}
 th, td {{ border: 1px solid #d1d5db; padding: 0.3rem 0.7rem; text-align: right; }}
 th {{ background: #f3f4f6; }} td:first-child, td:nth-child(2) {{ text-align: left; }}
 .shifted, .bad {{ background: #fee2e2; color: #991b1b; }} .moderate {{ background: #fef3c7; }}
-.stable {{ color: #047857; }}
+.stable {{ color: #047857; }} .calendar {{ color: #6b7280; }}
 .charts {{ display: flex; flex-wrap: wrap; gap: 1rem; }} .charts svg {{ max-width: 34rem; height: auto; }}
 footer {{ color: #6b7280; margin-top: 2rem; font-size: 0.9em; }}
 </style></head>

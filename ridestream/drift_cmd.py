@@ -8,7 +8,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from consumers.drift_report import MODERATE, SHIFTED, build, render
+from consumers.drift_report import build, render
 from consumers.offsets import parse_position
 from consumers.replay import plan
 from ridestream.console import err, out
@@ -46,7 +46,7 @@ def drift(
         table = Table("feature", "PSI", "Wasserstein (σ)", "verdict", box=box.SIMPLE_HEAD,
                       title=f"{m.model} {m.version}: {m.rows:,} rows; {quality}")
         for f in m.features:
-            colour = "red" if f.psi > SHIFTED else "yellow" if f.psi > MODERATE else "green"
+            colour = {"shifted": "red", "moderate": "yellow", "stable": "green"}.get(f.verdict, "dim")
             table.add_row(f.feature, f"{f.psi:.3f}", "-" if f.wasserstein is None else f"{f.wasserstein:.3f}",
                           f"[{colour}]{f.verdict}[/]")
         out.print(table if m.features else f"{m.model} {m.version}: {m.note}")

@@ -54,7 +54,7 @@ from shared.ml.registry import register
 from shared.ml.features import REQUEST_CATEGORICAL, ZonePace, request_columns
 from training.data import Dataset, load_dataset
 from training.evaluate import evaluate
-from training.reference import reference_for
+from training.reference import progress_weights, reference_for
 
 Step = Callable[[str], None]
 
@@ -274,8 +274,9 @@ def train(cfg: TrainConfig, models_dir: Path | None = None, step: Step = lambda 
             "library_versions": library_versions(),
         }
         paths[name] = save_model(estimator, metadata, store, make_current=False)
-        reference_for(name, version, estimator, X_progress if name == "dynamic_duration" else X,
-                      f"training data (fingerprint {ds.fingerprint[:12]})").write(paths[name])
+        dynamic = name == "dynamic_duration"
+        reference_for(name, version, estimator, X_progress if dynamic else X, f"training data (fingerprint "
+                      f"{ds.fingerprint[:12]})", progress_weights(rows) if dynamic else None).write(paths[name])
         register(name, version, store, champion=champion)
     return paths
 

@@ -94,28 +94,44 @@ def _floats(a: np.ndarray) -> list[float]:
     return [round(float(x), 6) for x in a]
 
 
-def numeric_bins(name: str, values: np.ndarray) -> FeatureBins:
+def weighted_quantiles(x: np.ndarray, q: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Quantiles ``q`` of ``x``, each value counting ``weights`` times (None: once)."""
+    if weights is None:
+        return np.quantile(x, q)
+    order = np.argsort(x)
+    cum = np.cumsum(weights[order])
+    return np.interp(q, (cum - 0.5 * weights[order]) / cum[-1], x[order])
+
+
+def _shares(idx: np.ndarray, bins: int, weights: np.ndarray | None) -> np.ndarray:
+    counts = np.bincount(idx, weights=weights, minlength=bins)
+    return counts / max(counts.sum(), 1e-12)
+
+
+def numeric_bins(name: str, values: np.ndarray, weights: np.ndarray | None = None) -> FeatureBins:
     x = np.asarray(values, dtype=np.float64)
-    present = x[~np.isnan(x)]
+    missing = np.isnan(x)
+    present, w = x[~missing], None if weights is None else weights[~missing]
     if len(present) == 0:
-        present = np.zeros(1)
-    edges = np.unique(np.quantile(present, DECILES))
+        present, w = np.zeros(1), None
+    edges = np.unique(weighted_quantiles(present, DECILES, w))
     bins = FeatureBins(name, "numeric", edges, np.zeros(len(edges) + 2))
-    counts = np.bincount(bins.index(x), minlength=bins.bins)
     scale = float(np.std(present)) or 1.0
-    return FeatureBins(name, "numeric", edges, counts / max(len(x), 1), np.quantile(present, QUANTILES), scale)
+    return FeatureBins(name, "numeric", edges, _shares(bins.index(x), bins.bins, weights),
+                       weighted_quantiles(present, QUANTILES, w), scale)
 
 
-def categorical_bins(name: str, values: np.ndarray) -> FeatureBins:
+def categorical_bins(name: str, values: np.ndarray, weights: np.ndarray | None = None) -> FeatureBins:
     x = np.asarray(values, dtype=np.float64)
-    cats, counts = np.unique(x[~np.isnan(x)], return_counts=True)
+    present = ~np.isnan(x)
+    cats, where = np.unique(x[present], return_inverse=True)
+    counts = np.bincount(where, weights=None if weights is None else weights[present], minlength=len(cats))
     if name in ZONE_FEATURES:  # 265 zones: the busy ones, the rest together
-        keep = counts >= 0.005 * len(x)
+        keep = counts >= 0.005 * counts.sum()
         top = np.sort(np.argsort(-counts)[:40])
         cats = cats[np.intersect1d(np.flatnonzero(keep), top)]
     bins = FeatureBins(name, "categorical", np.sort(cats), np.zeros(len(cats) + 1))
-    shares = np.bincount(bins.index(x), minlength=bins.bins) / max(len(x), 1)
-    return FeatureBins(name, "categorical", bins.edges, shares)
+    return FeatureBins(name, "categorical", bins.edges, _shares(bins.index(x), bins.bins, weights))
 
 
 @dataclass(frozen=True)
@@ -130,13 +146,14 @@ class Reference:
 
     @classmethod
     def build(cls, name: str, version: str, feature_names: Sequence[str], X: np.ndarray,
-              predictions: np.ndarray | None, source: str = "") -> Reference:
+              predictions: np.ndarray | None, source: str = "", weights: np.ndarray | None = None) -> Reference:
         """The reference of a model trained on ``X`` (rows × ``feature_names``), with its
-        ``predictions`` on it."""
-        bins = {f: (categorical_bins if f in CATEGORICAL else numeric_bins)(f, X[:, i])
+        ``predictions`` on it; ``weights``: how often the service sees each row's kind of event."""
+        w = None if weights is None else np.asarray(weights, dtype=np.float64)
+        bins = {f: (categorical_bins if f in CATEGORICAL else numeric_bins)(f, X[:, i], w)
                 for i, f in enumerate(feature_names)}
         if predictions is not None:
-            bins[PREDICTION] = numeric_bins(PREDICTION, predictions)
+            bins[PREDICTION] = numeric_bins(PREDICTION, predictions, w)
         return cls(name, version, len(X), bins, source)
 
     def as_json(self) -> dict[str, Any]:

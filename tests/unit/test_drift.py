@@ -170,3 +170,26 @@ def test_reference_round_trips_through_json(tmp_path):
     ref = Reference.build("tip", "v1", ["distance_mi", "payment_type"], X, np.arange(100.0) / 10)
     again = read_reference(ref.write(tmp_path).parent)
     assert again.as_json() == ref.as_json()
+
+
+def test_the_dynamic_models_reference_weighs_rides_as_the_service_sees_them(calibration):
+    """Training samples a few points of each ride; the backend sends a progress event a minute:
+    calm simulated traffic, as the service gets it, must not look drifted."""
+    rides = simulator.simulate(calibration, 1500, seed=8)
+    prog = simulator.progress(rides, seed=8)
+    model, initial = load_model("dynamic_duration"), load_model("initial_duration")
+    cols = {c: prog[c].to_numpy() for c in ("elapsed_min", "distance_done_mi", "distance_left_mi")}
+    ride = prog["ride_index"].to_numpy()
+    cols["initial_duration_min"] = initial.predict_columns(request_columns(rides))[ride]
+    cols["event_time"] = rides["started_s"].to_numpy()[ride] + prog["elapsed_min"].to_numpy() * 60
+    drift = ModelDrift(read_reference(model.path), model.metadata["features"], window_s=60)
+    drift.observe(build_features("dynamic_duration", cols), model.predict_columns(cols))
+    assert max(drift.window()[1].values()) < 0.1
+
+
+def test_weighted_quantiles_count_each_value_its_weight():
+    from shared.ml.reference import weighted_quantiles
+
+    x = np.array([1.0, 2.0, 3.0])
+    assert weighted_quantiles(x, np.array([0.5]), np.array([1.0, 1.0, 8.0]))[0] > 2.5
+    assert weighted_quantiles(x, np.array([0.5]), np.array([1.0, 1.0, 1.0]))[0] == pytest.approx(2.0)
