@@ -77,7 +77,8 @@ def write_references(names: Iterable[str] | None = None, store: Path | None = No
                 continue
             model = load_model(name, str(path), store)
             X, weights = training_matrix(model.metadata, store)
-            source = f"training data rebuilt from metadata (fingerprint {model.metadata['training'].get('fingerprint', '?')[:12]})"
+            # the same words as `ridestream train` writes: the same data gives the same file
+            source = f"training data (fingerprint {model.metadata['training'].get('fingerprint', '?')[:12]})"
             written[f"{name} {model.version}"] = reference_for(name, model.version, model.estimator, X, source,
                                                                weights).write(path)
     return written

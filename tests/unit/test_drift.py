@@ -193,3 +193,12 @@ def test_weighted_quantiles_count_each_value_its_weight():
     x = np.array([1.0, 2.0, 3.0])
     assert weighted_quantiles(x, np.array([0.5]), np.array([1.0, 1.0, 8.0]))[0] > 2.5
     assert weighted_quantiles(x, np.array([0.5]), np.array([1.0, 1.0, 1.0]))[0] == pytest.approx(2.0)
+
+
+def test_the_shipped_tip_reference_is_what_the_same_code_makes_from_the_same_data():
+    from training.reference import reference_for, training_matrix
+
+    model = load_model("tip")
+    X, weights = training_matrix(model.metadata, model.path.parents[1])
+    again = reference_for("tip", model.version, model.estimator, X, read_reference(model.path).source, weights)
+    assert weights is None and again.as_json() == json.loads((model.path / REFERENCE_FILE).read_text())
