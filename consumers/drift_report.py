@@ -13,7 +13,7 @@ import html
 import io
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import matplotlib
@@ -28,7 +28,14 @@ from shared.kafka.clients import make_consumer  # noqa: E402
 from shared.kafka.settings import Settings  # noqa: E402
 from shared.ml.artifacts import TARGETS, Model  # noqa: E402
 from shared.ml.features import PROGRESS_FIELDS, REQUEST_FIELDS, columns_from_events  # noqa: E402
-from shared.ml.reference import CALENDAR, PREDICTION, Reference, psi, read_reference, wasserstein  # noqa: E402
+from shared.ml.reference import (  # noqa: E402
+    CALENDAR,
+    PREDICTION,
+    Reference,
+    psi,
+    read_reference,
+    wasserstein,
+)
 
 MODERATE, SHIFTED = 0.1, 0.25  # PSI thresholds: below 0.1 stable, 0.1–0.25 moderate, above 0.25 shifted
 
@@ -68,7 +75,7 @@ class DriftReport:
     events: int
     ranges: dict[tuple[str, int], tuple[int, int]]
     models: list[ModelDriftReport]
-    generated: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+    generated: str = field(default_factory=lambda: datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
 
 
 def read_range(settings: Settings, ranges: dict[tuple[str, int], tuple[int, int]], timeout: float = 60) -> list[Any]:

@@ -18,7 +18,14 @@ import numpy as np
 import pandas as pd
 
 from shared.data.tlc import SAMPLE_TRIPS
-from shared.ml.artifacts import MODEL_NAMES, ModelError, build_features, features_of, load_model, model_store
+from shared.ml.artifacts import (
+    MODEL_NAMES,
+    ModelError,
+    build_features,
+    features_of,
+    load_model,
+    model_store,
+)
 from shared.ml.features import request_columns
 from shared.ml.reference import REFERENCE_FILE, Reference
 from training.data import load_dataset
@@ -41,7 +48,10 @@ def progress_weights(rows: pd.DataFrame) -> np.ndarray:
 def training_matrix(metadata: dict[str, Any], store: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """The feature matrix a stored version was fitted on, rebuilt from its metadata, and its
     rows' weights (:func:`progress_weights`; None: each row once)."""
-    from training.train import TrainConfig, dynamic_training_rows  # train imports this module
+    from training.train import (  # train imports this module
+        TrainConfig,
+        dynamic_training_rows,
+    )
 
     info = metadata.get("training") or {}
     name = metadata["name"]

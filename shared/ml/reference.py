@@ -22,6 +22,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,7 @@ class FeatureBins:
         if self.kind == "categorical":
             return [f"{c:g}" for c in self.edges] + ["other"]
         e = [f"{x:.3g}" for x in self.edges]
-        return ([f"< {e[0]}"] if e else []) + [f"{a}–{b}" for a, b in zip(e, e[1:])] + \
+        return ([f"< {e[0]}"] if e else []) + [f"{a}–{b}" for a, b in pairwise(e)] + \
             ([f"≥ {e[-1]}"] if e else ["all"]) + ["missing"]
 
     def index(self, values: np.ndarray) -> np.ndarray:

@@ -19,7 +19,12 @@ from broker.local import free_port
 from shared.kafka.clients import flush_all, make_producer
 from tests.integration.fleet import RIDESTREAM, Fleet, fleet_env, publish, wait_for
 from tests.unit.test_monitoring_files import PROMETHEUS as SHIPPED
-from tests.unit.test_monitoring_files import dashboards, expressions, metric_names, rules
+from tests.unit.test_monitoring_files import (
+    dashboards,
+    expressions,
+    metric_names,
+    rules,
+)
 
 PROMETHEUS_BIN = shutil.which("prometheus")
 pytestmark = pytest.mark.skipif(PROMETHEUS_BIN is None, reason="prometheus is not installed (Debian's prometheus "
