@@ -81,7 +81,7 @@ class FeatureBins:
     def as_json(self) -> dict[str, Any]:
         out = {"kind": self.kind, "edges": _floats(self.edges), "fractions": _floats(self.fractions)}
         if self.quantiles is not None:
-            out.update(quantiles=_floats(self.quantiles), scale=self.scale)
+            out.update(quantiles=_floats(self.quantiles), scale=round(self.scale, 6))  # as stable as the rest
         return out
 
     @classmethod
