@@ -8,12 +8,12 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test install browser postgres kubeconform broker-jars clean
+.PHONY: run test install browser postgres kubeconform monitoring broker-jars clean
 
 run: install
 	$(BIN)/ridestream run
 
-test: install browser postgres kubeconform
+test: install browser postgres kubeconform monitoring
 	$(BIN)/pytest
 
 # headless Chromium renders the dashboard and drives the rider page (chromedriver) in tests;
@@ -30,6 +30,12 @@ postgres:
 	  || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -qq \
 	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } \
 	  || echo "note: PostgreSQL is not installed; the batch job's PostgreSQL tests will be skipped"
+
+# prometheus and promtool run the alert rule tests and the monitoring integration test; from Debian where root
+monitoring:
+	@command -v promtool >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; } \
+	  || echo "note: prometheus is not installed; the promtool and Prometheus tests will be skipped"
 
 install: $(VENV)/.installed
 

@@ -11,6 +11,7 @@ import tempfile
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from bench.rollout import MODES, RolloutModes, RolloutResult, SwapResult  # noqa
 from shared.contract.topics import TopicSpec, create_topics  # noqa: E402
 from shared.kafka.clients import make_admin  # noqa: E402
 from shared.kafka.settings import Settings  # noqa: E402
-from shared.ml.artifacts import load_model  # noqa: E402
+from shared.ml.artifacts import Model, load_model  # noqa: E402
 
 LOOPS = ("passthrough", "batched", "naive", "quix")
 
@@ -58,6 +59,7 @@ class BenchResult:
     replay: list[Measure] = field(default_factory=list)
     rollout: RolloutResult | None = None  # throughput under no plan, shadow, 50 % canary
     swap: SwapResult | None = None  # p99 with and without a live swap
+    drift_off: list[Measure] = field(default_factory=list)  # "batched" with drift counting off (RIDESTREAM_DRIFT)
     notes: list[str] = field(default_factory=list)
 
     def processes_summary(self) -> dict[str, float]:
@@ -106,10 +108,22 @@ class BenchResult:
             "replay_events_per_s": statistics.median(m.per_s for m in self.replay) if self.replay else None,
             "rollout": self.rollout.as_json() if self.rollout and self.rollout.rounds else None,
             "swap_latency": self.swap.as_json() if self.swap and self.swap.runs["swap"] else None,
+            "drift": drift_json(self),
             "notes": self.notes,
             "config": self.config.__dict__,
             "machine": machine(),
         }
+
+
+def drift_json(result: BenchResult) -> dict[str, Any] | None:
+    """Throughput with drift counting on ("batched", as shipped) and off, on the same events, and
+    the cost: 1 − off/on per round (the two are interleaved) and of the medians."""
+    if not result.drift_off or not result.runs.get("batched"):
+        return None
+    on, off = [m.per_s for m in result.runs["batched"]], [m.per_s for m in result.drift_off]
+    return {"on_events_per_s": round(statistics.median(on), 1), "off_events_per_s": round(statistics.median(off), 1),
+            "cost": round(1 - statistics.median(on) / statistics.median(off), 4),
+            "cost_per_round": [round(1 - a / b, 4) for a, b in zip(on, off)]}
 
 
 def machine() -> dict[str, Any]:
@@ -183,8 +197,15 @@ def _phases(settings: Settings, cfg: BenchConfig, phase: Callable[[str], None], 
     for i in range(cfg.repeat):
         phase(f"round {i + 1}/{cfg.repeat}: passthrough")
         result.runs["passthrough"].append(passthrough(settings, source, sink, cfg.events))
+        drift_off = partial(_drift_off, result, settings, source, sink, served, cfg.events)
+        if i % 2:  # drift counting off before or after it, alternating from round to round
+            phase(f"round {i + 1}/{cfg.repeat}: ridestream (batched), drift counting off")
+            drift_off()
         phase(f"round {i + 1}/{cfg.repeat}: ridestream (batched)")
         result.runs["batched"].append(shipped(settings, source, sink, {"tip": served}, cfg.events))
+        if not i % 2:
+            phase(f"round {i + 1}/{cfg.repeat}: ridestream (batched), drift counting off")
+            drift_off()
         if modes is not None:  # the three interleaved, in an order that rotates from round to round
             runs = {}
             for mode in MODES[i % len(MODES):] + MODES[:i % len(MODES)]:
@@ -227,6 +248,12 @@ def _phases(settings: Settings, cfg: BenchConfig, phase: Callable[[str], None], 
     return result
 
 
+def _drift_off(result: BenchResult, settings: Settings, source: str, sink: str, served: Model, n: int) -> None:
+    """The shipped runtime with drift counting off, on a copy of the served model (same trees)."""
+    quiet = dataclasses.replace(served, observers=[])
+    result.drift_off.append(shipped(settings.model_copy(update={"drift": False}), source, sink, {"tip": quiet}, n))
+
+
 def markdown(result: BenchResult) -> str:
     m = machine()
     lines = [
@@ -246,6 +273,12 @@ def markdown(result: BenchResult) -> str:
         versus += f", {r['batched_vs_quix']:.0f}× the Quix Streams application"
     lines += ["", f"ridestream = {r['batched_vs_passthrough']:.0%} of the passthrough ceiling, {versus}."]
     lines += [f"{note}" for note in result.notes]
+    drift = drift_json(result)
+    if drift:
+        lines += ["", f"Drift counting (each batch's features into the model's reference bins, docs/monitoring.md): "
+                      f"{drift['on_events_per_s']:,.0f} events/s on (as shipped, the figure above) vs "
+                      f"{drift['off_events_per_s']:,.0f} off, a cost of {drift['cost']:.1%} at the median "
+                      f"(per round: {', '.join(f'{c:.1%}' for c in drift['cost_per_round'])})."]
     if result.latency:
         lines += ["", "End-to-end latency, event produced → prediction produced (one tip process, median of runs), "
                       "and the same for `bench.echo`, which moves the bytes without decoding or model (the floor):", "",

@@ -33,6 +33,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from consumers.control import REPLICA_ID, PlanFollower
 from consumers.deployment import Deployment
+from consumers.drift import DriftMonitor
 from consumers.health import STATS_INTERVAL_MS, Health
 from consumers.metrics import ServiceMetrics
 from consumers.scoring import RideMemory, ServiceSpec, by_event_type
@@ -135,6 +136,8 @@ class Runtime:
         self.shadow_topic = settings.topics.shadow(spec.name)
         self.dlq_topic = settings.topics.dlq
         self.metrics = metrics or ServiceMetrics(spec.name)
+        self.drift = (DriftMonitor(spec.name, self.metrics.registry, settings.drift_window_s)
+                      if settings.drift and bounds is None else None)
         self.memory = RideMemory(spec.memory_size)
         self.deployment = Deployment(models, colour=colour)
         self.follower = (PlanFollower(settings, spec.name, spec.model_names, models, colour=colour)
@@ -267,6 +270,8 @@ class Runtime:
             self._commit_pending(sync=True)
         if self.sink is not None:
             self.sink.close()
+        if self.drift is not None:
+            self.drift.close()
         self.consumer.close()  # leaves the group (if it joined one): its partitions move at once
 
     # --- one batch ---------------------------------------------------------------------------
@@ -448,6 +453,8 @@ class Runtime:
     def _show_models(self) -> None:
         self.metrics.model_info.clear()
         for variant, models in self.deployment.models().items():
+            if self.drift is not None:
+                self.drift.watch(models.values())
             for name, model in models.items():
                 self.metrics.model_info.labels(self.spec.name, name, model.version).set(1)
 

@@ -24,15 +24,17 @@ def _calibration() -> simulator.Calibration:
     return simulator.fit(sample_trips())
 
 
-def simulated(rides: int | None, seed: int = 0, chunk: int = 2000, id_prefix: str | None = None) -> Iterator[Chunk]:
+def simulated(rides: int | None, seed: int = 0, chunk: int = 2000, id_prefix: str | None = None,
+              drift: str | None = None) -> Iterator[Chunk]:
     """Simulated rides, ``rides`` in all or without end, a simulated day per chunk (the backend
-    stamps live events with the time it sends them)."""
+    stamps live events with the time it sends them); ``drift`` shifts the mix
+    (:data:`shared.data.simulator.DRIFTS`)."""
     cal = _calibration()
     prefix = id_prefix or f"sim{int(time.time())}"
     made, i = 0, 0
     while rides is None or made < rides:
         n = chunk if rides is None else min(chunk, rides - made)
-        table = simulator.simulate(cal, n, seed=seed + i, days=1)
+        table = simulator.simulate(cal, n, seed=seed + i, days=1, drift=drift)
         table["ride_index"] += made
         events = simulator.lifecycle_events(table, simulator.progress(table, seed=seed + i), prefix)
         yield table, events

@@ -23,6 +23,7 @@ from ridestream import (  # noqa: E402
     consume_cmd,
     deploy_cmd,
     dlq_cmd,
+    drift_cmd,
     models_cmd,
     offsets_cmd,
     produce_cmd,
@@ -56,6 +57,7 @@ app.add_typer(offsets_cmd.app, name="offsets")
 app.add_typer(dlq_cmd.app, name="dlq")
 app.command("score-batch")(batch_cmd.score_batch)
 app.command("report")(batch_cmd.report)
+app.command("drift")(drift_cmd.drift)
 app.command("bench")(bench_cmd.bench)
 app.command("train")(train_cmd.train)
 app.command("evaluate")(train_cmd.evaluate)

@@ -128,3 +128,24 @@ def alias(
         out.print(f"{name}: {alias_name} already names {now}")
     else:
         out.print(f"{name}: {alias_name} → {now}" + (f" (was {before})" if before else ""))
+
+
+@app.command()
+def reference(
+    names: list[str] = typer.Argument(None, metavar="[NAME]...", help="models (default: all four)"),
+    force: bool = typer.Option(False, "--force", help="rewrite references that exist"),
+    store: Path = typer.Option(None, "--store", help=_STORE_HELP),
+) -> None:
+    """Write the drift reference (reference.json: each feature's bins on the training data) of every
+    version without one, rebuilding its training data from its metadata; model bytes are untouched."""
+    from shared.ml.artifacts import MODEL_NAMES
+    from training.reference import write_references
+
+    unknown = [n for n in names or [] if n not in MODEL_NAMES]
+    if unknown:
+        raise RidestreamError(f"unknown model {unknown[0]!r}: choose from {', '.join(MODEL_NAMES)}")
+    written = write_references(names or None, _store(store), force=force)
+    for label, path in written.items():
+        out.print(f"{label}: wrote {path}")
+    if not written:
+        out.print("every version already has its reference (--force rewrites them)")

@@ -14,6 +14,7 @@ from producer.backend import Backend, PublishStats
 from producer.sources import simulated, tlc_replay
 from ridestream.console import err
 from shared.contract.topics import describe_topics
+from shared.data import simulator
 from shared.kafka.clients import make_admin, require_topics
 from shared.kafka.settings import Settings, load_settings
 from shared.ml.artifacts import load_model
@@ -26,8 +27,14 @@ def produce(
     speedup: float = typer.Option(60.0, help="with --from-tlc: replay at event time ÷ speedup (0 = use --rate)"),
     seed: int = typer.Option(0, help="simulator seed"),
     quiet: bool = typer.Option(False, "--quiet", help="no live progress line"),
+    drift: str = typer.Option(None, "--drift", help="shift the simulated traffic mix: "
+                              + ", ".join(simulator.DRIFTS) + " (docs/monitoring.md)"),
 ) -> None:
     """Publish ride lifecycles to rides.events, each request stamped with the initial estimate."""
+    if drift is not None and drift not in simulator.DRIFTS:
+        raise typer.BadParameter(f"{drift!r}: choose from {', '.join(simulator.DRIFTS)}", param_hint="--drift")
+    if drift is not None and from_tlc is not None:
+        raise typer.BadParameter("shifts the simulated traffic: not with --from-tlc", param_hint="--drift")
     try:
         events_per_s = float(rate.removesuffix("/s"))
     except ValueError:
@@ -46,7 +53,7 @@ def produce(
             chunks = itertools.chain([first], chunks)
         pace = {"speedup": speedup} if speedup else {"rate": events_per_s}
     else:
-        chunks = simulated(rides, seed=seed)
+        chunks = simulated(rides, seed=seed, drift=drift)
         pace = {"rate": events_per_s, "live": True}
 
     def show(stats: PublishStats) -> None:

@@ -21,6 +21,7 @@ from shared.ml.artifacts import TARGETS, ModelError, build_features, features_of
 from shared.ml.features import request_columns
 from shared.ml.registry import register
 from training.data import Dataset, load_dataset
+from training.reference import reference_for
 from training.train import TrainConfig, library_versions, training_info, version_id
 
 REQUEST_MODELS = ("initial_duration", "tip", "cost")
@@ -59,8 +60,8 @@ def distance_only(name: str, store: Path | None = None, cfg: TrainConfig | None 
         raise ModelError(f"no distance-only candidate for {name}: only for {', '.join(REQUEST_MODELS)}")
     cfg = cfg or TrainConfig()
     ds = ds or load_dataset(cfg.data or None, cfg.seed, cfg.test_fraction)
-    estimator = distance_only_estimator(name).fit(
-        build_features(name, request_columns(ds.train)), ds.train[TARGETS[name]].to_numpy(float))
+    X = build_features(name, request_columns(ds.train))
+    estimator = distance_only_estimator(name).fit(X, ds.train[TARGETS[name]].to_numpy(float))
     version = version_id(name, ds, cfg, estimator, {})
     metadata = {
         "name": name, "version": version, "target": TARGETS[name], "features": list(features_of(name)),
@@ -70,5 +71,6 @@ def distance_only(name: str, store: Path | None = None, cfg: TrainConfig | None 
     }
     store = store if store is not None else model_store()
     path = save_model(estimator, metadata, store, make_current=False)
+    reference_for(name, version, estimator, X, f"training data (fingerprint {ds.fingerprint[:12]})").write(path)
     register(name, version, store, champion=champion)
     return path

@@ -54,6 +54,7 @@ from shared.ml.registry import register
 from shared.ml.features import REQUEST_CATEGORICAL, ZonePace, request_columns
 from training.data import Dataset, load_dataset
 from training.evaluate import evaluate
+from training.reference import progress_weights, reference_for
 
 Step = Callable[[str], None]
 
@@ -250,8 +251,9 @@ def train(cfg: TrainConfig, models_dir: Path | None = None, step: Step = lambda 
         step(f"simulating {cfg.simulated} rides for the dynamic model")
         rows = dynamic_training_rows(ds, initial(), cfg)
         step(f"training dynamic_duration on {len(rows)} progress points")
-        fitted["dynamic_duration"] = select_and_fit(
-            "dynamic_duration", build_features("dynamic_duration", rows), rows["remaining_min"].to_numpy(), cfg.seed)
+        X_progress = build_features("dynamic_duration", rows)
+        fitted["dynamic_duration"] = select_and_fit("dynamic_duration", X_progress, rows["remaining_min"].to_numpy(),
+                                                    cfg.seed)
 
     step("evaluating on held-out real trips")
     estimators = {**{n: m.estimator for n, m in beside.items()}, **{n: est for n, (est, _) in fitted.items()}}
@@ -272,6 +274,9 @@ def train(cfg: TrainConfig, models_dir: Path | None = None, step: Step = lambda 
             "library_versions": library_versions(),
         }
         paths[name] = save_model(estimator, metadata, store, make_current=False)
+        dynamic = name == "dynamic_duration"
+        reference_for(name, version, estimator, X_progress if dynamic else X, f"training data (fingerprint "
+                      f"{ds.fingerprint[:12]})", progress_weights(rows) if dynamic else None).write(paths[name])
         register(name, version, store, champion=champion)
     return paths
 

@@ -70,7 +70,7 @@ def fit(trips: pd.DataFrame) -> Calibration:
     card = trips[trips["payment_type"] == 1]
     share = (card["tip_amount"] / (card["fare_amount"] + other[card.index]).clip(lower=1.0)).clip(0, 1)
     templates = trips[["pickup_zone", "dropoff_zone", "trip_distance_mi", "passenger_count",
-                       "payment_type", "service"]].assign(other_amount=other.round(2)).reset_index(drop=True)
+                       "payment_type", "service"]].assign(other_amount=other.round(2), hour=hour).reset_index(drop=True)
     return Calibration(
         templates=templates,
         hour_weights=np.bincount(hour, minlength=24) / len(hour),
@@ -94,22 +94,58 @@ def meter_fare(cal: Calibration, distance: np.ndarray, duration_min: np.ndarray,
     return np.round(fare * 2) / 2
 
 
+NIGHT_HOURS = (22, 23, 0, 1, 2, 3, 4)
+AIRPORTS = (1, 132, 138)  # Newark, JFK, LaGuardia
+# the drift knob: how each scenario reweights the real trips the simulator draws from
+DRIFTS: dict[str, str] = {
+    "airport-surge": "rides to and from the airports (Newark, JFK, LaGuardia) ~30× as often: most of the traffic",
+    "long-trips": "trips in the longest fifth ~15× as often: distances, fares and durations grow",
+    "night": "the night's mix (rides requested 22:00–05:00 ~20× as often, and requests at night hours)",
+    "cash": "riders paying cash ~10× as often: the tip model sees far more zero-tip payments",
+}
+
+
+def drift_weights(templates: pd.DataFrame, drift: str) -> np.ndarray:
+    """How often each real trip is drawn under a drift scenario (:data:`DRIFTS`), normalised."""
+    if drift == "airport-surge":
+        w = np.where(templates["pickup_zone"].isin(AIRPORTS) | templates["dropoff_zone"].isin(AIRPORTS), 30.0, 1.0)
+    elif drift == "long-trips":
+        dist = templates["trip_distance_mi"].to_numpy(float)
+        w = np.where(dist >= np.quantile(dist, 0.8), 15.0, 1.0)
+    elif drift == "night":
+        w = np.where(templates["hour"].isin(NIGHT_HOURS), 20.0, 1.0)
+    elif drift == "cash":
+        w = np.where(templates["payment_type"] == 2, 10.0, 1.0)
+    else:
+        raise ValueError(f"unknown drift {drift!r}: choose from {', '.join(DRIFTS)}")
+    return w / w.sum()
+
+
 def simulate(cal: Calibration, n: int, seed: int = 0, start: pd.Timestamp | str = "2019-03-04",
-             days: int = 7) -> pd.DataFrame:
+             days: int = 7, drift: str | None = None) -> pd.DataFrame:
     """``n`` rides as one table, with actuals. Deterministic for a given seed.
 
     ``start`` is a local (NYC) date or time; requests spread over ``days`` days following the
-    fitted hour-of-day and weekday profile.
+    fitted hour-of-day and weekday profile. ``drift`` shifts the mix (:data:`DRIFTS`); without
+    it the draws are exactly those of before the knob existed.
     """
     rng = np.random.default_rng(seed)
-    t = cal.templates.iloc[rng.integers(0, len(cal.templates), n)].reset_index(drop=True)
+    if drift is None:
+        drawn = rng.integers(0, len(cal.templates), n)
+    else:
+        drawn = rng.choice(len(cal.templates), size=n, p=drift_weights(cal.templates, drift))
+    t = cal.templates.iloc[drawn].reset_index(drop=True)
     distance = np.round(t["trip_distance_mi"].to_numpy() * rng.lognormal(0.0, 0.1, n), 2).clip(0.05)
 
     start_ts = pd.Timestamp(start)
     start_local = start_ts.tz_localize(NYC_TZ) if start_ts.tzinfo is None else start_ts.tz_convert(NYC_TZ)
     day_weights = cal.weekday_weights[(start_local.day_of_week + np.arange(days)) % 7]
     day = rng.choice(days, size=n, p=day_weights / day_weights.sum())
-    hour = rng.choice(24, size=n, p=cal.hour_weights)
+    hour_weights = cal.hour_weights
+    if drift == "night":
+        hour_weights = np.where(np.isin(np.arange(24), NIGHT_HOURS), hour_weights, 0.0)
+        hour_weights = hour_weights / hour_weights.sum()
+    hour = rng.choice(24, size=n, p=hour_weights)
     offset_s = day * 86400.0 + hour * 3600.0 + rng.uniform(0, 3600, n)
     requested_s = start_local.normalize().timestamp() + offset_s
     wait_min = rng.gamma(2.0, 2.0, n).clip(0.5, 20)

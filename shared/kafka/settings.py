@@ -71,6 +71,9 @@ class Settings(BaseSettings):
                                    "not come round for this long (its longest legitimate pause is seconds)")
     drain_timeout_s: float = Field(default=30.0, gt=0, description="how long a stopping service may take to "
                                    "drain (finish its batch, flush, commit, leave) before its supervisor kills it")
+    drift: bool = Field(default=True, description="count each batch's features into its model's reference bins "
+                        "and export the windowed PSI per feature on /metrics (docs/monitoring.md)")
+    drift_window_s: float = Field(default=300.0, gt=0, description="the window of the PSI gauge, in seconds")
     model_store: Path = Field(default=PROJECT_ROOT / "models", description="the model registry: a folder of "
                               "<name>/<version>/ artifacts and alias files, mountable into containers")
 

@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -99,6 +99,8 @@ class Model:
     metadata: dict[str, Any]
     path: Path
     native: Predict | None = field(default=None, compare=False, repr=False)  # see accelerate()
+    # called with each predict's feature matrix and predictions (a service's drift counting)
+    observers: list[Callable[[np.ndarray, np.ndarray], None]] = field(default_factory=list, compare=False, repr=False)
 
     def accelerate(self, cache_dir: Path, threads: int = 1) -> bool:
         """Serve from compiled trees (:mod:`shared.ml.compiled`) when they reproduce this model's
@@ -118,7 +120,11 @@ class Model:
         if len(next(iter(cols.values()))) == 0:
             return np.empty(0)
         predict = self.native or self.estimator.predict
-        return np.maximum(predict(build_features(self.name, cols)), 0.0)
+        X = build_features(self.name, cols)
+        y = np.maximum(predict(X), 0.0)
+        for observe in self.observers:
+            observe(X, y)
+        return y
 
     def predict_events(self, events: Sequence[Any], **extra: np.ndarray) -> np.ndarray:
         """Predictions for a batch of validated events. ``extra`` supplies columns the events do

@@ -29,6 +29,7 @@ def test_quick_bench_runs_every_loop_on_the_same_events(kafka, tmp_path):
     assert floor.events == 1000 and 0 < floor.p50_ms <= floor.p95_ms <= floor.p99_ms  # every event echoed
     assert [m.events for m in result.processes["1"]] == [2000] and [m.events for m in result.processes["2"]] == [2000]
     assert result.replay[0].events == 3000
+    assert [m.events for m in result.drift_off] == [3000] and any("drift counting off" in p for p in phases)
     # under a plan: the same 3,000 events with no plan, a shadow (every event scored twice, the
     # candidate's answers on the shadow topic) and a canary; the swap planned half way is audited
     modes = result.rollout.rounds[0]
@@ -58,3 +59,6 @@ def test_quick_bench_runs_every_loop_on_the_same_events(kafka, tmp_path):
     assert all(swapped[run]["p99_ms"] > 0 and len(swapped[f"{run}_p99_spread_ms"]) == 2 for run in ("swap", "no_swap"))
     assert "p99_added_ms" in swapped and "swaps_in_window" in swapped
     assert "| shadow |" in paths[1].read_text() and "| live swap |" in paths[1].read_text()
+    drift = data["drift"]
+    assert drift["on_events_per_s"] > 0 and drift["off_events_per_s"] > 0 and len(drift["cost_per_round"]) == 1
+    assert "Drift counting" in paths[1].read_text()

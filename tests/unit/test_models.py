@@ -172,6 +172,8 @@ def test_train_reproduces_the_committed_models_from_the_seed(models, tmp_path):
         assert path.name == models[name].version
         assert aliases(name, tmp_path) == {"champion": path.name}  # a fresh store: champions, no challenger
         assert check_artifact(path)["checksum"].startswith("sha256:")
+        # train writes the drift reference; the committed one is what it writes from the same data
+        assert (path / "reference.json").read_text() == (models[name].path / "reference.json").read_text()
         retrained = load_model(name, models_dir=tmp_path)
         if name == "dynamic_duration":
             continue
