@@ -70,4 +70,6 @@ class RideCompleted(_Event, tag="ride_completed"):
 FastEvent = Union[RideRequested, RideStarted, RideProgress, RideCompleted]
 FAST_EVENTS: tuple[type[_Event], ...] = typing.get_args(FastEvent)
 decode = msgspec.json.Decoder(FastEvent).decode
-Refused = (msgspec.MsgspecError, ValueError)  # ValueError: e.g. invalid UTF-8 inside a string
+# ValueError: e.g. invalid UTF-8 inside a string; RecursionError: nesting deeper than msgspec follows
+# (thousands of levels: a hostile message, which the contract's validator then refuses as bad JSON)
+Refused = (msgspec.MsgspecError, ValueError, RecursionError)

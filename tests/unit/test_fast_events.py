@@ -168,3 +168,10 @@ def test_the_batch_check_keeps_the_fast_path_for_ordinary_batches_and_is_exact_o
                 {**VALID["ride_started"], "event_time": "2019-03-05T13:00:00+00:00"}):
         assert read_events([*ordinary, raw(odd)]) is None
         assert read_event(raw(odd)).ride_id == "r1"
+
+
+@pytest.mark.parametrize("value", [b'{"a":' * 5000 + b"1" + b"}" * 5000, b"[" * 100_000 + b"]" * 100_000])
+def test_nesting_deeper_than_the_parsers_follow_is_bad_json_not_a_crash(value):
+    assert read_events([raw(VALID["ride_started"]), value]) is None
+    with pytest.raises(InvalidMessage, match="not valid JSON: recursion limit exceeded"):
+        read_event(value)
