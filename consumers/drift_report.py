@@ -10,7 +10,6 @@ binned with the version's own reference bins (:mod:`shared.ml.reference`).
 from __future__ import annotations
 
 import html
-import io
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from confluent_kafka import TopicPartition  # noqa: E402
 
+from consumers.report import svg_of  # noqa: E402
 from shared.contract.codec import InvalidMessage, read_event, read_events  # noqa: E402
 from shared.kafka.clients import make_consumer  # noqa: E402
 from shared.kafka.settings import Settings  # noqa: E402
@@ -193,14 +193,6 @@ def build(settings: Settings, models: dict[str, Model], ranges: dict[tuple[str, 
 
 
 # --- HTML ----------------------------------------------------------------------------------------
-def _svg(fig: plt.Figure) -> str:
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
-    plt.close(fig)
-    text = buf.getvalue()
-    return text[text.index("<svg"):]
-
-
 def _psi_chart(r: ModelDriftReport) -> str:
     feats = [f for f in reversed(r.features) if f.feature not in CALENDAR]  # the calendar's are in the table
     fig, ax = plt.subplots(figsize=(5.2, 0.28 * len(feats) + 1.2))
@@ -209,7 +201,7 @@ def _psi_chart(r: ModelDriftReport) -> str:
     for x, style in ((MODERATE, ":"), (SHIFTED, "--")):
         ax.axvline(x, color="#6b7280", linestyle=style, linewidth=1)
     ax.set(xlabel="PSI against the training data", title=f"{r.model} {r.version}: drift per feature")
-    return _svg(fig)
+    return svg_of(fig)
 
 
 def _bins_chart(model: str, f: FeatureDrift) -> str:
@@ -221,7 +213,7 @@ def _bins_chart(model: str, f: FeatureDrift) -> str:
     ax.set_xticks(x, [f.labels[i] for i in keep], rotation=60 if len(keep) > 8 else 30, fontsize=7, ha="right")
     ax.set(ylabel="share of rows", title=f"{model}: {f.feature} (PSI {f.psi:.2f})")
     ax.legend(frameon=False, fontsize=8)
-    return _svg(fig)
+    return svg_of(fig)
 
 
 def _quality_chart(models: list[ModelDriftReport]) -> str:
@@ -235,7 +227,7 @@ def _quality_chart(models: list[ModelDriftReport]) -> str:
     ax.set_xticks(x, [m.model for m in rated])
     ax.set(ylabel="mean absolute error", title="quality on the range's completed rides")
     ax.legend(frameon=False, fontsize=8)
-    return _svg(fig)
+    return svg_of(fig)
 
 
 def _fmt(x: float | None, digits: int = 3) -> str:

@@ -41,7 +41,8 @@ def load_results(url: str, run_id: str | None = None) -> tuple[pd.DataFrame, pd.
     return runs[runs["run_id"] == run_id], preds
 
 
-def _svg(fig: plt.Figure) -> str:
+def svg_of(fig: plt.Figure) -> str:
+    """A matplotlib figure as inline SVG text (the figure is closed)."""
     buf = io.StringIO()
     fig.savefig(buf, format="svg", bbox_inches="tight")
     plt.close(fig)
@@ -58,7 +59,7 @@ def _scatter(df: pd.DataFrame, service: str) -> str:
     ax.set(xlim=(0, top), ylim=(0, top), xlabel=f"actual ({UNITS[service]})", ylabel=f"predicted ({UNITS[service]})",
            title=f"{service}: predicted vs actual")
     ax.legend(loc="upper left", frameon=False)
-    return _svg(fig)
+    return svg_of(fig)
 
 
 def _bars(series: pd.Series, title: str, xlabel: str, kind: str = "bar") -> str:
@@ -67,7 +68,7 @@ def _bars(series: pd.Series, title: str, xlabel: str, kind: str = "bar") -> str:
     series.plot(kind=kind, ax=ax, color="#0f766e", **style)
     ax.set(title=title, xlabel=xlabel, ylabel="mean absolute error")
     ax.tick_params(axis="x", labelrotation=0 if kind == "line" else 30)
-    return _svg(fig)
+    return svg_of(fig)
 
 
 def _table(frame: pd.DataFrame) -> str:

@@ -4,17 +4,15 @@ HTML page, whose drift and quality sections are looked at in headless Chromium."
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 import numpy as np
-import pytest
 
 from consumers.drift_report import SHIFTED, build
 from consumers.offsets import parse_position
 from consumers.replay import plan
 from shared.ml.artifacts import MODEL_NAMES, load_model
-from tests.conftest import TEST_OUTPUT
+from tests.browser import screenshot
 from tests.integration.fleet import RIDESTREAM, fleet_env, publish
 
 
@@ -46,18 +44,7 @@ def test_drift_report_puts_the_shifted_features_first_and_renders_in_chromium(ka
     bad = subprocess.run([*RIDESTREAM, "drift", "--model", "tip=vnope"], env=env, capture_output=True, text=True)
     assert bad.returncode == 1 and "no tip model version 'vnope'" in bad.stderr and "Traceback" not in bad.stderr
 
-    TEST_OUTPUT.mkdir(exist_ok=True)
-    (TEST_OUTPUT / "drift.html").write_text(html)
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    if browser is None:
-        pytest.skip("chromium is not installed (make test installs it where it can)")
-    shot = TEST_OUTPUT / "drift.png"
-    shot.unlink(missing_ok=True)
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    f"--user-data-dir={TEST_OUTPUT / 'chromium-profile'}", "--window-size=1400,2400",
-                    f"--screenshot={shot}", (TEST_OUTPUT / "drift.html").as_uri()], capture_output=True, timeout=120)
-    assert shot.is_file() and shot.stat().st_size > 50_000  # tables and charts, not a blank page
+    shot = screenshot(html, "drift", window="1400,2400")  # tables and charts, not a blank page
     from PIL import Image
 
     pixels = np.asarray(Image.open(shot).convert("RGB"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,6 +66,23 @@ class SseEvent:
     id: str | None
 
 
+def sse_events(lines: Iterable[str]) -> Iterator[SseEvent]:
+    """The events of an SSE stream's lines: ``event:``, ``data:`` (JSON) and ``id:`` fields, an
+    empty line ending each."""
+    kind, data, ident = "message", [], None
+    for line in lines:
+        if line == "":
+            if data:
+                yield SseEvent(kind, orjson.loads("\n".join(data)), ident)
+            kind, data, ident = "message", [], None
+        elif line.startswith("event:"):
+            kind = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].strip())
+        elif line.startswith("id:"):
+            ident = line[3:].strip()
+
+
 @dataclass
 class SseReader:
     """Reads an SSE stream in a thread, so a test can act while events arrive."""
@@ -95,20 +112,10 @@ class SseReader:
             self.status = r.status_code
             if r.status_code != 200:
                 return
-            kind, data, ident = "message", [], None
-            for line in r.iter_lines():
+            for event in sse_events(r.iter_lines()):
                 if self._stop.is_set():
                     return
-                if line == "":
-                    if data:
-                        self.events.append(SseEvent(kind, orjson.loads("\n".join(data)), ident))
-                    kind, data, ident = "message", [], None
-                elif line.startswith("event:"):
-                    kind = line[6:].strip()
-                elif line.startswith("data:"):
-                    data.append(line[5:].strip())
-                elif line.startswith("id:"):
-                    ident = line[3:].strip()
+                self.events.append(event)
 
     def predictions(self) -> list[dict]:
         return [e.data for e in list(self.events) if e.event == "prediction"]
@@ -137,20 +144,10 @@ def read_sse(url: str, until: Callable[[list[dict]], bool], headers: dict[str, s
     deadline = time.monotonic() + timeout
     with httpx.stream("GET", url, headers=headers or {}, timeout=httpx.Timeout(5, read=30)) as r:
         assert r.status_code == 200, r.read()
-        kind, data, ident = "message", [], None
-        for line in r.iter_lines():
-            if line == "":
-                if data:
-                    events.append(SseEvent(kind, orjson.loads("\n".join(data)), ident))
-                    if until([e.data for e in events if e.event == "prediction"]):
-                        return events
-                kind, data, ident = "message", [], None
-            elif line.startswith("event:"):
-                kind = line[6:].strip()
-            elif line.startswith("data:"):
-                data.append(line[5:].strip())
-            elif line.startswith("id:"):
-                ident = line[3:].strip()
+        for event in sse_events(r.iter_lines()):
+            events.append(event)
+            if until([e.data for e in events if e.event == "prediction"]):
+                return events
             if time.monotonic() > deadline:
                 break
     raise AssertionError(f"the stream at {url} did not give what was expected within {timeout}s: {events}")

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-from pathlib import Path
-
 import pandas as pd
 import pytest
 from sqlalchemy import create_engine, text
@@ -14,9 +10,7 @@ from consumers.batch import engine_for, score_batch_files
 from consumers.report import load_results, render
 from shared.data.tlc import SAMPLE_TRIPS, clean_trips, read_trip_file
 from shared.errors import DataError
-
-ROOT = Path(__file__).resolve().parents[2]
-OUTPUT = ROOT / "test-output"
+from tests.browser import screenshot
 
 
 def counts(url: str) -> pd.DataFrame:
@@ -60,19 +54,7 @@ def test_the_dashboard_renders_in_headless_chromium(scored):
         assert fragment in page
     for external in ("<script", "<link", 'src="http', "url(http", '<img'):
         assert external not in page  # self-contained: everything inline
-    OUTPUT.mkdir(exist_ok=True)
-    html_file = OUTPUT / "dashboard.html"
-    html_file.write_text(page)
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    if browser is None:
-        pytest.skip("chromium is not installed (make test installs it where it can)")
-    shot = OUTPUT / "dashboard.png"
-    shot.unlink(missing_ok=True)
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    f"--user-data-dir={OUTPUT / 'chromium-profile'}", "--window-size=1400,1800",
-                    f"--screenshot={shot}", html_file.as_uri()], capture_output=True, timeout=120)
-    assert shot.is_file() and shot.stat().st_size > 50_000  # a real page with charts, not a blank one
+    shot = screenshot(page, "dashboard")
     import numpy as np
     from PIL import Image
 
