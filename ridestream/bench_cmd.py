@@ -3,7 +3,9 @@ and a Quix Streams application, and under deployment plans (shadow, canary, a li
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.markdown import Markdown
@@ -40,12 +42,7 @@ def bench(
         return
     output = output or Path("bench/results/latest.json")
     cfg = BenchConfig(events=events, repeat=repeat, naive_events=naive_events, quix=quix, rollout=rollout)
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=out) as bar:
-        task = bar.add_task("starting", total=None)
-        result = run_bench(settings, cfg, phase=lambda text: bar.update(task, description=text))
-    paths = write(result, output)
-    out.print(Markdown(markdown(result)))
-    out.print("wrote " + ", ".join(str(p) for p in paths))
+    _measure(lambda phase: run_bench(settings, cfg, phase=phase), write, markdown, output)
 
 
 def _bench_web(settings, output: Path, quick: bool) -> None:
@@ -53,9 +50,15 @@ def _bench_web(settings, output: Path, quick: bool) -> None:
     from bench.web import markdown as web_markdown
 
     cfg = quick_config() if quick else WebBenchConfig()
+    _measure(lambda phase: run_web(settings, cfg, phase=phase), write_web, web_markdown, output)
+
+
+def _measure(run: Callable[[Callable[[str], None]], Any], write_to: Callable[[Any, Path], list[Path]],
+             as_markdown: Callable[[Any], str], output: Path) -> None:
+    """Run a benchmark with its phases on a spinner, print its Markdown and write its files."""
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=out) as bar:
         task = bar.add_task("starting", total=None)
-        result = run_web(settings, cfg, phase=lambda text: bar.update(task, description=text))
-    paths = write_web(result, output)
-    out.print(Markdown(web_markdown(result)))
+        result = run(lambda text: bar.update(task, description=text))
+    paths = write_to(result, output)
+    out.print(Markdown(as_markdown(result)))
     out.print("wrote " + ", ".join(str(p) for p in paths))

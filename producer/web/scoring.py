@@ -23,7 +23,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, GetPydanticSchema
 from pydantic_core import core_schema
 
-from shared.contract.events import Miles, Zone
+from shared.contract.events import Miles, PassengerCount, PaymentType, Zone
 from shared.ml.artifacts import Model
 from shared.ml.features import REQUEST_FIELDS
 
@@ -44,8 +44,8 @@ class Trip(BaseModel):
     pickup_zone: Zone
     dropoff_zone: Zone
     trip_distance_mi: Miles
-    passenger_count: Annotated[int, Field(ge=0, le=9)]
-    payment_type: Annotated[int, Field(ge=1, le=6)]
+    passenger_count: PassengerCount
+    payment_type: PaymentType
     service: Literal["yellow", "green"]
     event_time: JsonUtcTime | None = Field(default=None, description="when the ride is asked for; default: now")
 

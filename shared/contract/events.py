@@ -31,6 +31,8 @@ Zone = Annotated[int, Field(ge=1, le=265, description="TLC taxi zone LocationID"
 Miles = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Minutes = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Usd = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+PassengerCount = Annotated[int, Field(ge=0, le=9)]
+PaymentType = Annotated[int, Field(ge=1, le=6, description="TLC payment type code")]
 Id = Annotated[str, Field(min_length=1, max_length=128)]
 
 
@@ -64,8 +66,8 @@ class RideRequested(RideEventBase):
     pickup_zone: Zone
     dropoff_zone: Zone
     trip_distance_mi: Miles = Field(description="planned route distance")
-    passenger_count: Annotated[int, Field(ge=0, le=9)]
-    payment_type: Annotated[int, Field(ge=1, le=6, description="TLC payment type code")]
+    passenger_count: PassengerCount
+    payment_type: PaymentType
     service: Literal["yellow", "green"]
     initial_duration_min: Minutes | None = Field(
         default=None, description="the backend's request-time estimate; may be absent or null"
