@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import timezone
 from itertools import repeat
 from operator import attrgetter, is_not
-from datetime import timezone
 from typing import Any
 
 import orjson

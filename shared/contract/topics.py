@@ -80,11 +80,18 @@ class TopicSpec:
     retention_ms: int | None = None
     compacted: bool = False  # keep the latest value per key (a table), not a time window
 
+    def config(self) -> dict[str, str]:
+        """The topic's policy: a time window, or a table (compacted) — which, with a retention too,
+        also forgets keys not written again for that long."""
+        window = {} if self.retention_ms is None else {"retention.ms": str(self.retention_ms)}
+        if not self.compacted:
+            return window
+        return {"cleanup.policy": "compact,delete" if window else "compact", **window}
+
     def new_topic(self) -> NewTopic:
+        config = self.config()
         if self.compacted:
-            config = {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1", "segment.ms": "3600000"}
-        else:
-            config = {} if self.retention_ms is None else {"retention.ms": str(self.retention_ms)}
+            config |= {"min.cleanable.dirty.ratio": "0.1", "segment.ms": "3600000"}
         return NewTopic(self.name, self.partitions, self.replication_factor, config=config)
 
 

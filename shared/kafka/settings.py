@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     replication_factor: int = Field(default=1, ge=1)
     retention_hours: float = Field(default=168.0, ge=0, description="7 days; 0 keeps messages forever "
                                    "(for replaying data older than the retention, such as the TLC trips of 2019)")
+    backend_state_retention_hours: float = Field(default=168.0, ge=0, description="how long the web backend's "
+                                                 "table keeps a ride or an idempotency key not written again "
+                                                 "(rides.backend.state is compacted, and deleted after this); 0: forever")
 
     # --- the fleet -----------------------------------------------------------------------------
     batch_size: int = Field(default=10_000, ge=1, le=100_000, description="most messages per batch")
@@ -130,7 +133,10 @@ class Settings(BaseSettings):
             spec(t.control_audit, 1),
             TopicSpec(t.model_quality, 1, self.replication_factor, compacted=True),
             # the web backend's rides and idempotency keys: a table every replica reads whole
-            TopicSpec(t.backend_state, self.events_partitions, self.replication_factor, compacted=True),
+            # (finished rides and old idempotency keys are forgotten after backend_state_retention_hours)
+            TopicSpec(t.backend_state, self.events_partitions, self.replication_factor,
+                      None if self.backend_state_retention_hours == 0 else int(self.backend_state_retention_hours * 3.6e6),
+                      compacted=True),
         ]
 
     def shadow_spec(self, service: Service) -> TopicSpec:

@@ -68,7 +68,13 @@ def test_topic_specs_follow_the_settings():
     assert {s.retention_ms for s in specs if not s.compacted} == {2 * 3600 * 1000}
     assert [s.name for s in specs if s.compacted] == ["rides.control", "rides.model_quality", "rides.backend.state"]
     assert next(s for s in specs if s.name == "rides.backend.state").partitions == 9  # partitioned like rides.events
-    assert all(s.new_topic().config["cleanup.policy"] == "compact" for s in specs if s.compacted)
+    policies = {s.name: s.new_topic().config for s in specs if s.compacted}
+    assert policies["rides.control"]["cleanup.policy"] == policies["rides.model_quality"]["cleanup.policy"] == "compact"
+    # the web backend's table also forgets finished rides and old idempotency keys (7 days by default)
+    assert policies["rides.backend.state"]["cleanup.policy"] == "compact,delete"
+    assert policies["rides.backend.state"]["retention.ms"] == str(7 * 24 * 3600 * 1000)
+    kept = Settings(backend_state_retention_hours=0, _env_file=None).topic_specs()
+    assert next(s for s in kept if s.name == "rides.backend.state").new_topic().config["cleanup.policy"] == "compact"
     forever = Settings(retention_hours=0, _env_file=None).topic_specs()
     assert {s.retention_ms for s in forever if not s.compacted} == {-1}
 
