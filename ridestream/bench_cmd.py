@@ -30,7 +30,10 @@ def bench(
                                            "with --web bench/results/web.json)"),
     web: bool = typer.Option(False, "--web", help="measure the web service instead: predict endpoint vs one request → "
                                                    "one row, POST /v1/rides, SSE fan-out, request→answer vs event→stream"),
-    quick: bool = typer.Option(False, "--quick", help="with --web: every phase, small (checks that it runs)"),
+    rebalance: bool = typer.Option(False, "--rebalance", help="measure rebalances instead: how long partitions stand "
+                                                               "still when a replica joins, leaves or dies, classic "
+                                                               "protocol vs KIP-848"),
+    quick: bool = typer.Option(False, "--quick", help="with --web or --rebalance: every phase, small (checks that it runs)"),
 ) -> None:
     """Measure, in one run on the same events: passthrough, ridestream, naive, Quix Streams, and ridestream
     under a shadow plan and a 50 % canary; print the ratios."""
@@ -39,6 +42,9 @@ def bench(
     ensure_reachable(make_admin(settings), settings)
     if web:
         _bench_web(settings, output or Path("bench/results/web.json"), quick)
+        return
+    if rebalance:
+        _bench_rebalance(settings, output or Path("bench/results/rebalance.json"), quick)
         return
     output = output or Path("bench/results/latest.json")
     cfg = BenchConfig(events=events, repeat=repeat, naive_events=naive_events, quix=quix, rollout=rollout)
@@ -51,6 +57,15 @@ def _bench_web(settings, output: Path, quick: bool) -> None:
 
     cfg = quick_config() if quick else WebBenchConfig()
     _measure(lambda phase: run_web(settings, cfg, phase=phase), write_web, web_markdown, output)
+
+
+def _bench_rebalance(settings, output: Path, quick: bool) -> None:
+    from bench.rebalance import RebalanceConfig, quick_config, run_rebalance, write_rebalance
+    from bench.rebalance import markdown as rebalance_markdown
+
+    cfg = quick_config() if quick else RebalanceConfig(session_timeout_ms=settings.session_timeout_ms)
+    _measure(lambda phase: (run_rebalance(settings, cfg, phase=phase), cfg), lambda r, path: write_rebalance(*r, path),
+             lambda r: rebalance_markdown(*r), output)
 
 
 def _measure(run: Callable[[Callable[[str], None]], Any], write_to: Callable[[Any, Path], list[Path]],

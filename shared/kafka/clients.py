@@ -81,16 +81,20 @@ def consume_ready(consumer: Consumer, size: int, wait_s: float,
 
 def make_consumer(settings: Settings, group_id: str, **overrides: Any) -> Consumer:
     """A consumer whose offsets are committed only by the caller (never automatically), with
-    cooperative-sticky rebalancing so adding a replica does not stop the others."""
+    incremental rebalancing so adding a replica does not stop the others: cooperative-sticky on
+    the classic group protocol, or Kafka 4's consumer group protocol (KIP-848), where the broker
+    assigns and times sessions out (``group.consumer.session.timeout.ms``)."""
     conf = {
         "group.id": group_id,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
-        "partition.assignment.strategy": "cooperative-sticky",
         "isolation.level": "read_committed",
-        "session.timeout.ms": settings.session_timeout_ms,
     }
+    if settings.group_protocol == "consumer":
+        conf["group.protocol"] = "consumer"  # librdkafka refuses the classic protocol's settings with it
+    else:
+        conf |= {"partition.assignment.strategy": "cooperative-sticky", "session.timeout.ms": settings.session_timeout_ms}
     conf.update(overrides)
     return Consumer(_base(settings, conf))
 

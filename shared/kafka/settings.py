@@ -63,7 +63,11 @@ class Settings(BaseSettings):
                                     "output is acknowledged are committed, without waiting; output still unacknowledged "
                                     "after 5 intervals is waited for (0: after each batch, waiting)")
     max_message_bytes: int = Field(default=2_097_152, ge=1024, description="room for a 1 MB event in the DLQ")
-    session_timeout_ms: int = Field(default=45_000, ge=1000, description="how long a silent member keeps its partitions")
+    session_timeout_ms: int = Field(default=10_000, ge=1000, description="how long a silent (dead) member keeps its "
+                                    "partitions: 10 s, not Kafka's 45 s — measured, docs/benchmarks.md#rebalances "
+                                    "(classic group protocol; with `consumer` the group's consumer.session.timeout.ms)")
+    group_protocol: Literal["classic", "consumer"] = Field(default="classic", description="consumer group protocol: "
+                                                           "classic (cooperative-sticky) or consumer (KIP-848, Kafka 4)")
     native_models: bool = Field(default=True, description="serve models from trees compiled to native code (gcc); "
                                 "false: always scikit-learn")
     model_threads: int = Field(default=1, ge=0, description="threads of one compiled predict call; 0 = one per "
