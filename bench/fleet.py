@@ -74,8 +74,9 @@ def stop_services(procs: list[subprocess.Popen]) -> None:
 
 def read_timestamps(settings: Settings, topic: str, expect: int, timeout: float,
                     variants: dict[str, str | None] | None = None) -> dict[str, int]:
-    """event_id → message timestamp (ms) of every message in ``topic``, waiting for ``expect``;
-    ``variants`` receives event_id → the message's ``variant`` field (None where absent)."""
+    """event_id → message timestamp (ms) of every message in ``topic`` (the first, where an event
+    was answered twice), waiting for ``expect``; ``variants`` receives event_id → the message's
+    ``variant`` field (None where absent)."""
     consumer = make_consumer(settings, f"{settings.namespace}bench-reader-{time.monotonic_ns()}")
     parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     consumer.assign([TopicPartition(topic, p, 0) for p in parts])
@@ -85,6 +86,8 @@ def read_timestamps(settings: Settings, topic: str, expect: int, timeout: float,
         for msg in consumer.consume(num_messages=10_000, timeout=0.5):
             if msg.error() is None:
                 value = orjson.loads(msg.value())
+                if value["event_id"] in seen and seen[value["event_id"]] <= msg.timestamp()[1]:
+                    continue
                 seen[value["event_id"]] = msg.timestamp()[1]
                 if variants is not None:
                     variants[value["event_id"]] = value.get("variant")

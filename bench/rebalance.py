@@ -24,13 +24,13 @@ from typing import Any
 
 import numpy as np
 import orjson
-from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 
-from bench.fleet import contract_topics, start_services, stop_services
+from bench.fleet import contract_topics, read_timestamps, start_services, stop_services
 from bench.loops import ride_requests
 from shared.contract.codec import encode_dict
-from shared.kafka.clients import make_admin, make_consumer, make_producer, produce
+from shared.kafka.clients import make_admin, make_producer, produce
 from shared.kafka.settings import Settings
 
 PROTOCOLS = ("classic", "consumer")
@@ -86,24 +86,6 @@ def _wait_members(admin: Any, group: str, n: int, timeout: float) -> bool:
             return True
         time.sleep(0.2)
     return False
-
-
-def _first_timestamps(settings: Settings, topic: str, expect: int, timeout: float) -> dict[str, int]:
-    """event_id → the broker timestamp (ms) of its first message in ``topic``."""
-    consumer = make_consumer(settings, f"{settings.namespace}bench-rebalance-reader")
-    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    consumer.assign([TopicPartition(topic, p, 0) for p in parts])
-    seen: dict[str, int] = {}
-    deadline = time.monotonic() + timeout
-    while len(seen) < expect and time.monotonic() < deadline:
-        for msg in consumer.consume(num_messages=10_000, timeout=0.5):
-            if msg.error() is None:
-                event_id = orjson.loads(msg.value())["event_id"]
-                ts = msg.timestamp()[1]
-                if ts < seen.get(event_id, ts + 1):
-                    seen[event_id] = ts
-    consumer.close()
-    return seen
 
 
 class _Stream:
@@ -192,8 +174,8 @@ def _measure_protocol(settings: Settings, cfg: RebalanceConfig, protocol: str,
             procs[1].send_signal(signal.SIGKILL)
             time.sleep(cfg.die_window_s)
             marks.append(("die", t, int(time.time() * 1000)))
-        produced = _first_timestamps(scoped, scoped.topics.events, stream.produced, 60)
-        scored = _first_timestamps(scoped, scoped.topics.predictions("tip"), len(produced), 120)
+        produced = read_timestamps(scoped, scoped.topics.events, stream.produced, 60)
+        scored = read_timestamps(scoped, scoped.topics.predictions("tip"), len(produced), 120)
     finally:
         stop_services([p for p in procs if p.poll() is None])
     waits = {e: scored[e] - ts for e, ts in produced.items() if e in scored}

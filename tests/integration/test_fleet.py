@@ -242,8 +242,10 @@ def test_services_recover_by_themselves_when_the_broker_comes_back(kafka, tmp_pa
         sent: list[dict] = []
         feeder = threading.Thread(target=lambda: sent.extend(publish(settings, rides=300, seed=7, rate=600)))
         feeder.start()
-        time.sleep(3)
-        broker.stop()  # mid-stream
+        # mid-stream: once the service is scoring (a service that cannot reach a broker when it
+        # starts stops with one line, by design; on a loaded machine its start-up can take seconds)
+        assert wait_for(lambda: read_all(settings, settings.topics.predictions("tip"), timeout=5), timeout=120), f.output()
+        broker.stop()
         time.sleep(5)
         broker.start()
         feeder.join(180)
