@@ -41,7 +41,8 @@ from consumers.sinks import KafkaSink, Sink
 from shared.contract.codec import InvalidMessage, read_event, read_events
 from shared.contract.control import DeploymentPlan
 from shared.contract.predictions import Predictions
-from shared.kafka.clients import consume_ready, make_consumer
+from shared.errors import AccessDenied
+from shared.kafka.clients import ACL_ERRORS, AUTH_ERRORS, consume_ready, make_consumer
 from shared.kafka.settings import Settings
 from shared.ml.artifacts import Model
 from shared.ml.compiled import meanwhile
@@ -598,7 +599,12 @@ def _read_all(msgs: Sequence[Message]) -> list[Any] | None:
 
 
 def _log_consumer_errors(msgs: Sequence[Message]) -> None:
+    """Log what the consumer reported; a refused login or a missing ACL stops the service with
+    one line (waiting would not change it)."""
     for msg in msgs:
         err = msg.error()
+        if err is not None and err.code() in ACL_ERRORS | AUTH_ERRORS:
+            raise AccessDenied(f"the cluster refused {err.name()} on {msg.topic() or 'the group'}: "
+                               "run the service with its own principal, or grant it (`ridestream acl apply`)")
         if err is not None and err.code() != KafkaError._PARTITION_EOF:
             log.warning("consumer error: %s", err.str())
