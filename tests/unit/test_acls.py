@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from shared.kafka.acls import FLEET_PRINCIPALS, Grant, fleet_grants
 from shared.kafka.settings import Settings
+from tests.unit.test_k8s import needs_kubectl, objects, of_kind
 
 
 def grants(namespace: str = "") -> list[Grant]:
@@ -36,3 +37,27 @@ def test_the_namespace_prefixes_every_resource():
 def test_a_grant_round_trips_through_an_acl_binding():
     for x in grants()[:10]:
         assert Grant.of(x.binding()) == x
+
+
+@needs_kubectl
+def test_the_strimzi_user_may_do_everything_acl_apply_grants():
+    """deploy/k8s runs the whole fleet as one Strimzi KafkaUser: its ACLs must cover every grant
+    `ridestream acl apply` makes to the fleet's principals, or a pod would be refused."""
+    (user,) = of_kind(objects("production"), "KafkaUser")
+    acls = user["spec"]["authorization"]["acls"]
+    kinds = {"topic": "topic", "group": "group", "transactional_id": "transactionalId"}
+
+    def covered(g: Grant) -> bool:
+        for acl in acls:
+            r = acl["resource"]
+            if r["type"] != kinds[g.resource] or g.operation.replace("_", "").lower() not in {
+                    op.lower() for op in acl["operations"]}:
+                continue
+            if r.get("patternType", "literal") == "prefix" and g.name.startswith(r["name"]):
+                return True
+            if r.get("patternType", "literal") == "literal" and g.pattern == "literal" and g.name == r["name"]:
+                return True
+        return False
+
+    missing = [g for g in grants() if not covered(g)]
+    assert not missing, missing
