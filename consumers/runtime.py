@@ -284,7 +284,7 @@ class Runtime:
         batch = ScoredBatch(received, BatchResult(consumed=len(msgs)))
         valid = [msg for msg in msgs if msg.error() is None]
         if len(valid) < len(msgs):
-            _log_consumer_errors(msgs)
+            _log_consumer_errors(msgs, self.group_id, self.settings.sasl_username)
         if valid:  # a runtime reads one topic; within a partition, the batch is in offset order
             topic = valid[0].topic()
             last = {msg.partition(): msg.offset() for msg in valid}
@@ -598,13 +598,14 @@ def _read_all(msgs: Sequence[Message]) -> list[Any] | None:
     return events
 
 
-def _log_consumer_errors(msgs: Sequence[Message]) -> None:
+def _log_consumer_errors(msgs: Sequence[Message], group: str, user: str | None) -> None:
     """Log what the consumer reported; a refused login or a missing ACL stops the service with
     one line (waiting would not change it)."""
     for msg in msgs:
         err = msg.error()
         if err is not None and err.code() in ACL_ERRORS | AUTH_ERRORS:
-            raise AccessDenied(f"the cluster refused {err.name()} on {msg.topic() or 'the group'}: "
+            what = f"read topic {msg.topic()}" if msg.topic() else f"join group {group}"
+            raise AccessDenied(f"{f'user {user!r}' if user else 'this client'} may not {what} ({err.name()}): "
                                "run the service with its own principal, or grant it (`ridestream acl apply`)")
         if err is not None and err.code() != KafkaError._PARTITION_EOF:
             log.warning("consumer error: %s", err.str())
