@@ -109,10 +109,7 @@ class LocalCluster:
         for n in self.nodes:
             if not n.is_running():
                 continue
-            try:
-                state = json.loads((n.data_dir / "__cluster_metadata-0" / "quorum-state").read_text())
-            except (OSError, ValueError):
-                continue
+            state = n.quorum_state()
             epoch, leader = int(state.get("leaderEpoch", -1)), int(state.get("leaderId", -1))
             if leader >= 0 and epoch > best.get("epoch", -1):
                 best = {"leader": leader, "epoch": epoch}

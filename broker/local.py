@@ -172,6 +172,14 @@ class LocalBroker:
         except Exception:
             return False
 
+    def quorum_state(self) -> dict:
+        """What this node last recorded of the controller quorum (``leaderId``, ``leaderEpoch``…):
+        a voter rewrites ``__cluster_metadata-0/quorum-state`` at every election it sees."""
+        try:
+            return json.loads((self.data_dir / "__cluster_metadata-0" / "quorum-state").read_text())
+        except (OSError, ValueError):
+            return {}
+
     def client_config(self) -> dict[str, str]:
         """librdkafka security settings of this broker's own admin (empty unless --secure)."""
         return self.secrets.client_config(ADMIN) if self.secrets else {}
