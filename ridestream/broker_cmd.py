@@ -138,15 +138,17 @@ def status() -> None:
     """Whether the broker (and each node of the cluster) runs and answers; exit code 3 if none runs."""
     settings = load_settings()
     running = 0
-    for name, node in _all_local(settings):
+    found = _all_local(settings)
+    for name, node in found:
+        label = f"{name}: " if len(found) > 1 else ""  # one node: as it always printed
         pid = node.pid()
         if pid is None:
             if name == "broker" or node.home.exists():
-                out.print(f"{name}: stopped (data: {node.data_dir})")
+                out.print(f"{label}stopped (data: {node.data_dir})")
             continue
         running += 1
         answering = "answering" if node.answers() else "not answering yet"
-        out.print(f"{name}: running, pid {pid}, {answering} on {node.bootstrap} (data: {node.data_dir})")
+        out.print(f"{label}running, pid {pid}, {answering} on {node.bootstrap} (data: {node.data_dir})")
     cluster = LocalCluster.existing(settings.state_dir / "cluster", settings.broker_heap)
     if cluster is not None and (leader := cluster.active_controller()) is not None:
         out.print(f"active controller: node {leader}")

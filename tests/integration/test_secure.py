@@ -106,7 +106,8 @@ def test_every_part_of_the_fleet_works_with_its_own_credentials(broker, namespac
         assert shown.returncode == 0, shown.stderr
         for proc in fleet.procs:
             assert fleet.terminate(proc) == 0
-        assert_no_secret(broker, fleet.output(), shown.stdout, shown.stderr)
+        logs = "\n".join(f.read_text(errors="replace") for f in fleet.logs.glob("*.log"))  # whole, not tails
+        assert_no_secret(broker, logs, shown.stdout, shown.stderr)
     finally:
         fleet.close()
 
