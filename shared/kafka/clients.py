@@ -148,7 +148,7 @@ def require_topics(admin: AdminClient, settings: Settings, topics: list[str]) ->
         for topic in missing:
             meta = admin.list_topics(topic, timeout=settings.connect_timeout_s).topics.get(topic)
             if meta is not None and meta.error is not None and meta.error.code() in ACL_ERRORS:
-                raise AccessDenied(f"user {settings.sasl_username!r} may not use topic {topic} "
-                                   f"({meta.error.name()}): run it with its own principal, or grant it (`ridestream acl apply`)")
+                raise AccessDenied(f"user {settings.sasl_username!r} may not use topic {topic} ({meta.error.name()}): "
+                                   "run it with its own principal, or grant it (`ridestream acl apply`)")
     if missing:
         raise TopicError(f"no topic {', '.join(missing)} on {settings.bootstrap}: run `ridestream topics create`")
