@@ -1,4 +1,5 @@
-"""Run Apache Kafka (KRaft, one node) as a background JVM process.
+"""Run Apache Kafka (KRaft) nodes as background JVM processes: one node, or one of a cluster's
+(:mod:`broker.cluster`), plain or ``--secure`` (:mod:`broker.secure`).
 
 The jars come from Maven Central through ``broker/pom.xml`` into ``broker/lib/`` (ignored by git),
 once. Each broker lives in a *home* directory holding its data, generated ``server.properties``,
@@ -23,14 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 
+from broker.errors import BrokerError
+from broker.secure import ADMIN, Secrets
+
+__all__ = ["BrokerError", "LocalBroker", "fetch_jars", "free_port", "port_is_free"]
+
 BROKER_DIR = Path(__file__).resolve().parent
 POM = BROKER_DIR / "pom.xml"
 LIB_DIR = BROKER_DIR / "lib"
 _LIB_STAMP = ".pom-sha256"
-
-
-class BrokerError(RuntimeError):
-    """A one-line, actionable reason why the local broker cannot do what was asked."""
 
 
 def _java() -> str:
@@ -112,6 +114,12 @@ class LocalBroker:
     heap: str = "512m"
     host: str = "localhost"
     lib_dir: Path = field(default=LIB_DIR)
+    node_id: int = 1
+    # a cluster's controller quorum: (node id, controller port, metadata directory id) of each
+    # voter; empty for one node, which formats itself as the quorum's only voter (--standalone)
+    quorum: tuple[tuple[int, int, str], ...] = ()
+    cluster_id: str | None = None  # a cluster's nodes share one; one node makes its own
+    secrets: Secrets | None = None  # --secure: SASL_SSL for clients, an authorizer
 
     @property
     def bootstrap(self) -> str:
@@ -157,12 +165,24 @@ class LocalBroker:
         """True when the broker answers a metadata request on its bootstrap address."""
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
+        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0, **self.client_config()})
         try:
             admin.list_topics(timeout=timeout)
             return True
         except Exception:
             return False
+
+    def quorum_state(self) -> dict:
+        """What this node last recorded of the controller quorum (``leaderId``, ``leaderEpoch``…):
+        a voter rewrites ``__cluster_metadata-0/quorum-state`` at every election it sees."""
+        try:
+            return json.loads((self.data_dir / "__cluster_metadata-0" / "quorum-state").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def client_config(self) -> dict[str, str]:
+        """librdkafka security settings of this broker's own admin (empty unless --secure)."""
+        return self.secrets.client_config(ADMIN) if self.secrets else {}
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self, fresh: bool = False, timeout: float = 90.0) -> bool:
@@ -170,10 +190,19 @@ class LocalBroker:
 
         Returns False (and does nothing) when it is already running.
         """
+        proc = self.launch(fresh)
+        if proc is None:
+            return False
+        self.wait_ready(proc, timeout)
+        return True
+
+    def launch(self, fresh: bool = False) -> subprocess.Popen | None:
+        """Format the storage on first use and start the JVM, without waiting (a cluster's node
+        cannot answer before a majority of the quorum runs). None when it is already running."""
         if self.is_running():
             if fresh:
                 raise BrokerError("the broker is running: stop it before starting with --fresh")
-            return False
+            return None
         java = _java()
         if fresh:
             shutil.rmtree(self.data_dir, ignore_errors=True)
@@ -186,6 +215,8 @@ class LocalBroker:
                 )
         fetch_jars(self.lib_dir)
         self.home.mkdir(parents=True, exist_ok=True)
+        if self.secrets:
+            self.secrets.ensure(self.host)
         self._write_config()
         self._format_storage(java)
         with open(self.log_file, "ab") as log:
@@ -195,6 +226,10 @@ class LocalBroker:
                 start_new_session=True,  # Ctrl-C in the terminal does not reach the broker
             )
         self.pid_file.write_text(str(proc.pid))
+        return proc
+
+    def wait_ready(self, proc: subprocess.Popen, timeout: float = 90.0) -> None:
+        """Wait until the launched broker answers metadata; a one-line error if it exits or does not."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -204,7 +239,7 @@ class LocalBroker:
                     f"full log: {self.log_file}"
                 )
             if self.answers(timeout=1.0):
-                return True
+                return
             time.sleep(0.2)
         self.stop()
         raise BrokerError(
@@ -266,14 +301,27 @@ class LocalBroker:
 
     def _write_config(self) -> None:
         template = Template((BROKER_DIR / "server.properties").read_text())
-        self.config_file.write_text(template.substitute(
+        replicas = min(3, len(self.quorum)) if self.quorum else 1
+        voters = [port for _, port, _ in self.quorum] or [self.controller_port]
+        text = template.substitute(
             host=self.host, port=self.port, controller_port=self.controller_port,
-            data_dir=self.data_dir,
-        ))
+            data_dir=self.data_dir, node_id=self.node_id,
+            quorum_bootstrap=",".join(f"{self.host}:{p}" for p in voters),
+            listener="SASL_SSL" if self.secrets else "PLAINTEXT",
+            controller_protocol="SASL_PLAINTEXT" if self.secrets else "PLAINTEXT",
+            replicas=replicas, min_isr=min(2, replicas),
+        )
+        if self.secrets:  # it holds the broker's password: the user's only
+            text += "\n" + self.secrets.server_properties()
+            self.config_file.touch(mode=0o600)
+            os.chmod(self.config_file, 0o600)
+        self.config_file.write_text(text)
 
     def _format_storage(self, java: str) -> None:
         """Format the data directory on first use; refuse a data directory formatted for another
-        controller port, since the KRaft voter set records it."""
+        controller port, since the KRaft voter set records it, or with other security, since the
+        SCRAM credentials are written when the storage is formatted."""
+        secure = self.secrets is not None
         if (self.data_dir / "meta.properties").is_file():
             recorded = json.loads(self._cluster_file.read_text()) if self._cluster_file.is_file() else {}
             if recorded.get("controller_port", self.controller_port) != self.controller_port:
@@ -281,24 +329,43 @@ class LocalBroker:
                     f"the data in {self.data_dir} belongs to a broker with controller port "
                     f"{recorded['controller_port']}: use that port, or start with --fresh to wipe it"
                 )
+            if recorded.get("secure", False) != secure:
+                was = "with --secure" if recorded.get("secure") else "without --secure"
+                raise BrokerError(f"the data in {self.data_dir} was made {was}: start it the same way, "
+                                  "or with --fresh to wipe it")
             return
         tool = [java, *self._jvm_args(), "kafka.tools.StorageTool"]
-        cluster_id = subprocess.run(
+        cluster_id = self.cluster_id or subprocess.run(
             [*tool, "random-uuid"], capture_output=True, text=True, check=True
         ).stdout.strip()
+        if self.quorum:  # every voter is formatted with the same initial quorum (KIP-853)
+            voters = ",".join(f"{node}@{self.host}:{port}:{directory}" for node, port, directory in self.quorum)
+            quorum = ["--initial-controllers", voters]
+        else:
+            quorum = ["--standalone"]
+        scram = self.secrets.scram_args() if self.secrets else []
         proc = subprocess.run(
-            [*tool, "format", "--standalone", "-t", cluster_id, "-c", str(self.config_file)],
+            [*tool, "format", *quorum, "-t", cluster_id, "-c", str(self.config_file), *scram],
             capture_output=True, text=True,
         )
         if proc.returncode != 0:
             detail = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
-            raise BrokerError(f"formatting the broker storage failed: {detail[0] if detail else proc.returncode}")
+            reason = _redact(detail[0], self.secrets) if detail else proc.returncode
+            raise BrokerError(f"formatting the broker storage failed: {reason}")
         self._cluster_file.write_text(json.dumps(
-            {"cluster_id": cluster_id, "controller_port": self.controller_port}
+            {"cluster_id": cluster_id, "controller_port": self.controller_port, "secure": secure}
         ))
 
     def _last_error(self) -> str | None:
         for line in reversed(self.tail(200)):
             if " ERROR " in line or "Exception" in line:
-                return line.strip()[:300]
+                return _redact(line.strip()[:300], self.secrets)
         return None
+
+
+def _redact(line: str, secrets: Secrets | None) -> str:
+    """``line`` without any of the generated passwords (a tool's error may echo its arguments)."""
+    if secrets is not None:
+        for name in secrets.principals():
+            line = line.replace(secrets.password(name), "***")
+    return line

@@ -41,7 +41,8 @@ from consumers.sinks import KafkaSink, Sink
 from shared.contract.codec import InvalidMessage, read_event, read_events
 from shared.contract.control import DeploymentPlan
 from shared.contract.predictions import Predictions
-from shared.kafka.clients import consume_ready, make_consumer
+from shared.errors import AccessDenied
+from shared.kafka.clients import ACL_ERRORS, AUTH_ERRORS, consume_ready, make_consumer
 from shared.kafka.settings import Settings
 from shared.ml.artifacts import Model
 from shared.ml.compiled import meanwhile
@@ -283,7 +284,7 @@ class Runtime:
         batch = ScoredBatch(received, BatchResult(consumed=len(msgs)))
         valid = [msg for msg in msgs if msg.error() is None]
         if len(valid) < len(msgs):
-            _log_consumer_errors(msgs)
+            _log_consumer_errors(msgs, self.group_id, self.settings.sasl_username)
         if valid:  # a runtime reads one topic; within a partition, the batch is in offset order
             topic = valid[0].topic()
             last = {msg.partition(): msg.offset() for msg in valid}
@@ -597,8 +598,14 @@ def _read_all(msgs: Sequence[Message]) -> list[Any] | None:
     return events
 
 
-def _log_consumer_errors(msgs: Sequence[Message]) -> None:
+def _log_consumer_errors(msgs: Sequence[Message], group: str, user: str | None) -> None:
+    """Log what the consumer reported; a refused login or a missing ACL stops the service with
+    one line (waiting would not change it)."""
     for msg in msgs:
         err = msg.error()
+        if err is not None and err.code() in ACL_ERRORS | AUTH_ERRORS:
+            what = f"read topic {msg.topic()}" if msg.topic() else f"join group {group}"
+            raise AccessDenied(f"{f'user {user!r}' if user else 'this client'} may not {what} ({err.name()}): "
+                               "run the service with its own principal, or grant it (`ridestream acl apply`)")
         if err is not None and err.code() != KafkaError._PARTITION_EOF:
             log.warning("consumer error: %s", err.str())

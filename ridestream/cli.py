@@ -17,6 +17,7 @@ from rich.markup import escape  # noqa: E402
 
 from broker.local import BrokerError  # noqa: E402
 from ridestream import (  # noqa: E402
+    acl_cmd,
     batch_cmd,
     bench_cmd,
     broker_cmd,
@@ -46,6 +47,7 @@ app = typer.Typer(
 )
 app.add_typer(broker_cmd.app, name="broker")
 app.add_typer(topics_cmd.app, name="topics")
+app.add_typer(acl_cmd.app, name="acl")
 app.add_typer(schema_cmd.app, name="schema")
 app.command("run")(run_cmd.run)
 app.command("produce")(produce_cmd.produce)

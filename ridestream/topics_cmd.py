@@ -33,13 +33,14 @@ def describe() -> None:
     settings = load_settings()
     admin = make_admin(settings)
     ensure_reachable(admin, settings)
-    table = Table("topic", "partitions", "retention")
+    table = Table("topic", "partitions", "retention", "replicas")
     names = settings.topics.all()
     for name, info in zip(names, describe_topics(admin, names)):
         if info is None:
-            table.add_row(name, "[red]missing[/]", "")
+            table.add_row(name, "[red]missing[/]", "", "")
         else:
             retention = ("compacted" if info.compacted else "forever" if not info.retention_ms or info.retention_ms < 0
                          else f"{info.retention_ms / 3_600_000:g} h")
-            table.add_row(name, str(info.partitions), retention)
+            replicas = f"{info.replicas} (min in sync {info.min_insync_replicas})"
+            table.add_row(name, str(info.partitions), retention, replicas)
     out.print(table)

@@ -20,3 +20,7 @@ class TopicError(RidestreamError):
 
 class DataError(RidestreamError):
     """A data file is missing or is not what it should be (e.g. not a TLC trip file)."""
+
+
+class AccessDenied(RidestreamError):
+    """The cluster refused the configured principal: a wrong password, or an ACL it lacks."""

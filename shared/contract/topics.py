@@ -72,11 +72,22 @@ class Topics:
                 self.control, self.control_audit, self.model_quality, self.backend_state]
 
 
+def replication_for(brokers: int) -> int:
+    """Replicas of a topic on a cluster of ``brokers``: 3 from three brokers on, else 1."""
+    return 3 if brokers >= 3 else 1
+
+
+def min_insync_for(replicas: int) -> int:
+    """With 3 replicas or more a write (acks=all) needs 2 in sync: one broker may fail, and what
+    was acknowledged survives it; with fewer, 1."""
+    return 2 if replicas >= 3 else 1
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
     partitions: int
-    replication_factor: int = 1
+    replication_factor: int | None = None  # None: from the cluster's size (replication_for)
     retention_ms: int | None = None
     compacted: bool = False  # keep the latest value per key (a table), not a time window
 
@@ -88,11 +99,14 @@ class TopicSpec:
             return window
         return {"cleanup.policy": "compact,delete" if window else "compact", **window}
 
-    def new_topic(self) -> NewTopic:
+    def new_topic(self, brokers: int = 1) -> NewTopic:
+        replicas = self.replication_factor or replication_for(brokers)
         config = self.config()
         if self.compacted:
             config |= {"min.cleanable.dirty.ratio": "0.1", "segment.ms": "3600000"}
-        return NewTopic(self.name, self.partitions, self.replication_factor, config=config)
+        if min_insync_for(replicas) > 1:
+            config["min.insync.replicas"] = str(min_insync_for(replicas))
+        return NewTopic(self.name, self.partitions, replicas, config=config)
 
 
 @dataclass(frozen=True)
@@ -101,6 +115,8 @@ class TopicInfo:
     partitions: int
     retention_ms: int | None
     compacted: bool = False
+    replicas: int = 1
+    min_insync_replicas: int = 1
 
 
 def create_topics(admin: AdminClient, specs: list[TopicSpec], timeout: float = 30.0) -> dict[str, str]:
@@ -111,7 +127,8 @@ def create_topics(admin: AdminClient, specs: list[TopicSpec], timeout: float = 3
     """
     if not specs:
         return {}
-    futures = admin.create_topics([s.new_topic() for s in specs], request_timeout=timeout)
+    brokers = len(admin.list_topics(timeout=timeout).brokers) if any(s.replication_factor is None for s in specs) else 1
+    futures = admin.create_topics([s.new_topic(brokers) for s in specs], request_timeout=timeout)
     outcome: dict[str, str] = {}
     for name, future in futures.items():
         try:
@@ -130,14 +147,17 @@ def describe_topics(admin: AdminClient, names: list[str], timeout: float = 10.0)
     """Partitions and retention of each named topic; None where the topic does not exist."""
     metadata = admin.list_topics(timeout=timeout).topics
     present = [n for n in names if n in metadata and metadata[n].error is None]
-    configs: dict[str, tuple[int | None, bool]] = {}
+    configs: dict[str, tuple[int | None, bool, int, int]] = {}
     if present:
         resources = [ConfigResource(ResourceType.TOPIC, n) for n in present]
         for resource, future in admin.describe_configs(resources, request_timeout=timeout).items():
             config = future.result(timeout=timeout)
             entry, policy = config.get("retention.ms"), config.get("cleanup.policy")
+            isr = config.get("min.insync.replicas")
+            replicas = max((len(p.replicas) for p in metadata[resource.name].partitions.values()), default=1)
             configs[resource.name] = (int(entry.value) if entry is not None and entry.value else None,
-                                      policy is not None and "compact" in (policy.value or ""))
+                                      policy is not None and "compact" in (policy.value or ""),
+                                      replicas, int(isr.value) if isr is not None and isr.value else 1)
     return [
         TopicInfo(n, len(metadata[n].partitions), *configs[n]) if n in configs else None
         for n in names

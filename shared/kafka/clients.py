@@ -7,10 +7,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, ClusterMetadata
 
-from shared.errors import BrokerUnavailable, TopicError
+from shared.errors import AccessDenied, BrokerUnavailable, TopicError
 from shared.kafka.settings import Settings
 
 # librdkafka's own log lines (connection refused, retries…) go to this logger instead of stderr;
@@ -100,15 +100,39 @@ def make_consumer(settings: Settings, group_id: str, **overrides: Any) -> Consum
 
 
 def make_admin(settings: Settings, **overrides: Any) -> AdminClient:
-    return AdminClient(_base(settings, overrides))
+    errors: list[KafkaError] = []  # what librdkafka reported, for ensure_reachable's message
+    admin = AdminClient(_base(settings, {"error_cb": errors.append, **overrides}))
+    admin.ridestream_errors = errors
+    return admin
+
+
+# librdkafka's codes for a refused login: a wrong user or password (SASL), a refused certificate
+AUTH_ERRORS = {KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED}
+# and for a principal without the ACL it needs
+ACL_ERRORS = {KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED,
+              KafkaError.CLUSTER_AUTHORIZATION_FAILED, KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED}
+
+
+def authentication_failed(settings: Settings) -> AccessDenied:
+    who = f"user {settings.sasl_username!r}" if settings.sasl_username else "this client"
+    return AccessDenied(
+        f"the cluster at {settings.bootstrap} refused {who} ({settings.sasl_mechanism or settings.security_protocol}): "
+        "check RIDESTREAM_SASL_USERNAME and RIDESTREAM_SASL_PASSWORD (`ridestream broker credentials NAME` for the "
+        "local --secure broker)"
+    )
 
 
 def ensure_reachable(admin: AdminClient, settings: Settings, timeout: float | None = None) -> ClusterMetadata:
-    """Cluster metadata, or a one-line :class:`BrokerUnavailable` after ``timeout`` seconds."""
+    """Cluster metadata, or a one-line :class:`BrokerUnavailable` after ``timeout`` seconds (an
+    :class:`AccessDenied` when the broker refused the login)."""
     timeout = settings.connect_timeout_s if timeout is None else timeout
     try:
         return admin.list_topics(timeout=timeout)
     except KafkaException as exc:
+        admin.poll(0)  # serve the error callbacks librdkafka queued meanwhile
+        reported = getattr(admin, "ridestream_errors", [])
+        if exc.args[0].code() in AUTH_ERRORS or any(e.code() in AUTH_ERRORS for e in reported):
+            raise authentication_failed(settings) from None
         hint = (
             "start the local one with `ridestream broker start`, or set KAFKA_BOOTSTRAP_SERVERS"
             if settings.uses_local_broker
@@ -124,5 +148,11 @@ def require_topics(admin: AdminClient, settings: Settings, topics: list[str]) ->
     """A one-line error naming the topics that do not exist, and how to create them."""
     existing = ensure_reachable(admin, settings).topics
     missing = [t for t in topics if t not in existing]
+    if missing and settings.sasl_username:  # a topic the principal may not describe is not listed
+        for topic in missing:
+            meta = admin.list_topics(topic, timeout=settings.connect_timeout_s).topics.get(topic)
+            if meta is not None and meta.error is not None and meta.error.code() in ACL_ERRORS:
+                raise AccessDenied(f"user {settings.sasl_username!r} may not use topic {topic} ({meta.error.name()}): "
+                                   "run it with its own principal, or grant it (`ridestream acl apply`)")
     if missing:
         raise TopicError(f"no topic {', '.join(missing)} on {settings.bootstrap}: run `ridestream topics create`")

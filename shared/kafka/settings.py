@@ -49,7 +49,8 @@ class Settings(BaseSettings):
     events_partitions: int = Field(default=6, ge=1)
     predictions_partitions: int = Field(default=6, ge=1)
     dlq_partitions: int = Field(default=1, ge=1)
-    replication_factor: int = Field(default=1, ge=1)
+    replication_factor: int | None = Field(default=None, ge=1, description="replicas of every topic "
+                                           "created; unset: 3 (min.insync.replicas 2) from 3 brokers on, else 1")
     retention_hours: float = Field(default=168.0, ge=0, description="7 days; 0 keeps messages forever "
                                    "(for replaying data older than the retention, such as the TLC trips of 2019)")
     backend_state_retention_hours: float = Field(default=168.0, ge=0, description="how long the web backend's "
@@ -88,6 +89,8 @@ class Settings(BaseSettings):
     broker_port: int = Field(default=9092, ge=1, le=65535)
     broker_controller_port: int = Field(default=9093, ge=1, le=65535)
     broker_heap: str = Field(default="512m", pattern=r"^\d+[mMgG]$")
+    broker_nodes: int = Field(default=1, ge=1, le=9, description="nodes of the local cluster (`broker start "
+                              "--nodes N`): node i listens on broker_port + 2(i-1)")
     state_dir: Path = Field(default=PROJECT_ROOT / ".ridestream", description="broker data, logs, compiled models")
 
     @property
@@ -104,7 +107,9 @@ class Settings(BaseSettings):
 
     @property
     def bootstrap(self) -> str:
-        return self.bootstrap_servers or f"localhost:{self.broker_port}"
+        if self.bootstrap_servers:
+            return self.bootstrap_servers
+        return ",".join(f"localhost:{self.broker_port + 2 * i}" for i in range(self.broker_nodes))
 
     @property
     def topics(self) -> Topics:
