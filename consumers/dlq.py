@@ -23,7 +23,7 @@ from shared.contract.codec import InvalidMessage, decode_event, encode
 from shared.contract.redrive import REDRIVEN_SUFFIX, RedriveRecord
 from shared.contract.topics import TopicSpec, create_topics
 from shared.errors import RidestreamError
-from shared.kafka.clients import make_admin, make_consumer, make_producer, produce
+from shared.kafka.clients import make_admin, make_consumer, make_transactional_producer, produce
 from shared.kafka.settings import Settings
 
 
@@ -150,9 +150,8 @@ def redrive(settings: Settings, reason: str | None = None, since: datetime | Non
     result.redriven = len(chosen)
     if dry_run or not chosen:
         return result
-    producer = make_producer(settings, **{"transactional.id": f"{settings.namespace}ridestream-dlq-redrive"})
+    producer = make_transactional_producer(settings, f"{settings.namespace}ridestream-dlq-redrive")
     try:
-        producer.init_transactions(settings.connect_timeout_s * 3)
         producer.begin_transaction()
         now = datetime.now(UTC)
         for source, letter in chosen.items():

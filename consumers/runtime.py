@@ -13,7 +13,10 @@ Promises (DESIGN.md):
   waiting (:meth:`Runtime.process`), and at once when none is;
 * a full producer queue means wait and poll, never drop;
 * SIGTERM/Ctrl-C drains: the batch in flight is finished, flushed and committed, then the
-  consumer leaves the group.
+  consumer leaves the group;
+* exactly-once on request (``RIDESTREAM_PROCESSING=exactly_once``): the output, dead letters and
+  input offsets of the batches of each commit interval commit in one Kafka transaction
+  (:mod:`consumers.transactions`); an aborted one rewinds to the committed offsets.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from datetime import datetime, timezone
 from functools import partial
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from consumers.control import REPLICA_ID, PlanFollower
 from consumers.deployment import Deployment
@@ -38,6 +41,7 @@ from consumers.health import STATS_INTERVAL_MS, Health
 from consumers.metrics import ServiceMetrics
 from consumers.scoring import RideMemory, ServiceSpec, by_event_type
 from consumers.sinks import KafkaSink, Sink
+from consumers.transactions import Fenced, Transactions
 from shared.contract.codec import InvalidMessage, read_event, read_events
 from shared.contract.control import DeploymentPlan
 from shared.contract.predictions import Predictions
@@ -165,6 +169,10 @@ class Runtime:
         self._positions: dict[tuple[str, int], int] = {}  # next offset to read, for the lag gauge
         self._lag_at = 0.0
         self._lag_stale = False  # positions moved since the gauge was last computed
+        # exactly-once (a live run only): the open transaction; made by run() with the sink's producer
+        self.txn: Transactions | None = None
+        self._abort_pending = False  # producing inside the transaction failed: abort it, then rewind
+        self._fenced = False
         self.totals = BatchResult()
         self.health = Health(settings.stall_timeout_s)  # /healthz and /readyz (consumers.health)
         self._show_models()
@@ -200,8 +208,12 @@ class Runtime:
         stats = {"statistics.interval.ms": STATS_INTERVAL_MS, "stats_cb": self.health.on_stats} if self.bounds is None else {}
         self.consumer = make_consumer(s, self.group_id, on_commit=self._on_commit,
                                       **{"client.id": f"{s.client_id}-{self.spec.name}@{REPLICA_ID}"}, **stats)
+        eos = s.exactly_once and self.bounds is None
+        tid = s.transactional_id(self.spec.name, self.group_id, REPLICA_ID) if eos else None
         if self.sink is None:
-            self.sink = KafkaSink(s, self.output_topic, self.dlq_topic)
+            self.sink = KafkaSink(s, self.output_topic, self.dlq_topic, transactional_id=tid)
+        if eos and self.txn is None:
+            self.txn = Transactions(self.sink.producer, tid, timeout_s=s.connect_timeout_s * 3)
         remaining: dict[tuple[str, int], int] = {}
         if self.bounds is None:
             self.consumer.subscribe([self.input_topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
@@ -264,11 +276,17 @@ class Runtime:
     def _close(self) -> None:
         if self.follower is not None:
             self.follower.stop()
-        self._emit_deferred()
-        if self.bounds is None:
-            self._settle(wait=True)  # before the sink closes: a failure there must not be committed
-            self._commit_pending(sync=True)
-        if self.sink is not None:
+        if self._fenced:  # nothing more may be produced or committed: the open transaction is never visible
+            self.sink.producer.purge()
+        elif self.txn is not None:
+            self._emit_deferred()
+            self._commit_transaction()
+        else:
+            self._emit_deferred()
+            if self.bounds is None:
+                self._settle(wait=True)  # before the sink closes: a failure there must not be committed
+                self._commit_pending(sync=True)
+        if self.sink is not None and not self._fenced:
             self.sink.close()
         if self.drift is not None:
             self.drift.close()
@@ -344,17 +362,17 @@ class Runtime:
 
     def _emit(self, batch: ScoredBatch) -> None:
         """Produce a scored batch's dead letters and predictions; its offsets then wait for the
-        broker's acknowledgements (:meth:`_settle`)."""
-        for msg, headers in batch.dead_letters:
-            self.sink.dead_letter(msg, headers)
-        self.sink.emit(batch.predictions)
-        if batch.shadow:
-            self.sink.emit(batch.shadow, self.shadow_topic)
-        if not self._unsettled:
-            self._unsettled_since = batch.received
-        for tp, offset in batch.first_offsets.items():
-            self._rewind.setdefault(tp, offset)
-        self._unsettled.update(batch.next_offsets)
+        broker's acknowledgements (:meth:`_settle`) — or, exactly-once, commit with them in the
+        open transaction (:meth:`_commit_transaction`)."""
+        if self.txn is not None:
+            self._emit_in_transaction(batch)
+        else:
+            self._produce(batch)
+            if not self._unsettled:
+                self._unsettled_since = batch.received
+            for tp, offset in batch.first_offsets.items():
+                self._rewind.setdefault(tp, offset)
+            self._unsettled.update(batch.next_offsets)
         result = batch.result
         self.metrics.predictions.inc(result.predictions)
         self.metrics.batches.observe(result.consumed)
@@ -364,6 +382,73 @@ class Runtime:
         self.totals.dead_letters += result.dead_letters
         if self.progress:
             self.progress(result.consumed)
+
+    def _produce(self, batch: ScoredBatch) -> None:
+        for msg, headers in batch.dead_letters:
+            self.sink.dead_letter(msg, headers)
+        self.sink.emit(batch.predictions)
+        if batch.shadow:
+            self.sink.emit(batch.shadow, self.shadow_topic)
+
+    def _emit_in_transaction(self, batch: ScoredBatch) -> None:
+        """Exactly-once: the batch's output in the open transaction (begun if none is), its input
+        offsets to commit with it. After a failure nothing more is produced until the abort."""
+        if self._abort_pending:
+            return
+        try:
+            self.txn.begin()
+            self._produce(batch)
+        except KafkaException as exc:
+            try:
+                self.txn.failed(exc)
+            except Fenced:
+                self._fenced = True
+                raise
+            except Exception as abortable:
+                log.warning("producing in the transaction failed (%s); it will be aborted", abortable)
+                self._abort_pending = True
+                return
+        self.txn.add(batch.next_offsets)
+
+    def _commit_transaction(self) -> None:
+        """Commit the open transaction with its input offsets — or abort it (a failure, or an
+        abortable error on commit) and rewind every partition to its committed offset. A fenced
+        producer raises :class:`Fenced`: the process stops."""
+        try:
+            if self._abort_pending:
+                self.txn.abort()
+                committed = False
+            else:
+                committed = self.txn.commit(self.consumer.consumer_group_metadata)
+        except Fenced:
+            self._fenced = True
+            raise
+        self._last_commit = time.monotonic()
+        if not committed:
+            self._abort_pending = False
+            self._rewind_to_committed()
+
+    def _rewind_to_committed(self, leaving: set[tuple[str, int]] = frozenset()) -> None:
+        """After an abort: every partition (but ``leaving``) back to its committed offset, and the
+        batch held back dropped — all of it is read and scored again, with the same ids."""
+        self._deferred = None
+        assigned = [tp for tp in self.consumer.assignment() if (tp.topic, tp.partition) not in leaving]
+        if not assigned:
+            return
+        while True:
+            try:
+                committed = self.consumer.committed(assigned, timeout=self.settings.connect_timeout_s)
+                break
+            except KafkaException as exc:  # the coordinator away: nothing can be scored meanwhile anyway
+                log.warning("cannot read the committed offsets (%s); retrying", exc.args[0].str())
+                time.sleep(1.0)
+        for tp in committed:
+            offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+            try:
+                self.consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+            except KafkaException as exc:
+                log.warning("cannot rewind partition %d: %s", tp.partition, exc.args[0].str())
+        log.info("rewound %s to the committed offsets", sorted(tp.partition for tp in committed))
 
     def _emit_deferred(self) -> None:
         """Produce the scored batch still held back, if any (then the caller settles)."""
@@ -414,6 +499,9 @@ class Runtime:
         """Produce the batch held back, wait for the broker to acknowledge everything, and commit
         (``only`` these partitions) synchronously: what was processed is then durable and committed."""
         self._emit_deferred()
+        if self.txn is not None:  # the transaction holds every partition's offsets: it commits whole
+            self._commit_transaction()
+            return
         self._settle(wait=True)
         self._commit_pending(only, sync=True)
 
@@ -481,6 +569,10 @@ class Runtime:
         """After each batch and when idle: settle what is acknowledged, without waiting unless the
         oldest unsettled batch is overdue; commit that every ``commit_interval_ms``."""
         interval = self.settings.commit_interval_ms / 1000
+        if self.txn is not None:
+            if self._abort_pending or (self.txn.open and time.monotonic() - self.txn.since >= interval):
+                self._commit_transaction()
+            return
         overdue = time.monotonic() - self._unsettled_since >= interval * OVERDUE_INTERVALS
         self._settle(wait=self.bounds is not None or overdue)
         if self.bounds is None and time.monotonic() - self._last_commit >= interval:
@@ -572,6 +664,22 @@ class Runtime:
         log.info("revoked %s", [p.partition for p in partitions])
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self.txn is not None:
+            # another member owns them now: what this transaction holds for them must not become
+            # visible, so it all aborts and the partitions still ours are read again from their commit
+            lost = {(p.topic, p.partition) for p in partitions}
+            self.txn.forget(lost)
+            try:
+                self.txn.abort()
+            except Fenced:
+                self._fenced = True
+                raise
+            self._abort_pending = False
+            self._rewind_to_committed(leaving=lost)
+            for p in partitions:
+                self._positions.pop((p.topic, p.partition), None)
+            log.info("lost %s", [p.partition for p in partitions])
+            return
         self._emit_deferred()  # its other partitions are still ours (repeats are allowed, gaps not)
         for p in partitions:  # another member owns them now: its commits win
             for offsets in (self._pending, self._committing, self._unsettled, self._rewind, self._positions):
