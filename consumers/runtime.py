@@ -41,7 +41,7 @@ from consumers.health import STATS_INTERVAL_MS, Health
 from consumers.metrics import ServiceMetrics
 from consumers.scoring import RideMemory, ServiceSpec, by_event_type
 from consumers.sinks import KafkaSink, Sink
-from consumers.transactions import Fenced, Transactions
+from consumers.transactions import Fenced, TimedOut, Transactions
 from shared.contract.codec import InvalidMessage, read_event, read_events
 from shared.contract.control import DeploymentPlan
 from shared.contract.predictions import Predictions
@@ -213,7 +213,8 @@ class Runtime:
         if self.sink is None:
             self.sink = KafkaSink(s, self.output_topic, self.dlq_topic, transactional_id=tid)
         if eos and self.txn is None:
-            self.txn = Transactions(self.sink.producer, tid, timeout_s=s.connect_timeout_s * 3)
+            self.txn = Transactions(self.sink.producer, tid, timeout_s=s.connect_timeout_s * 3,
+                                    transaction_timeout_s=s.transaction_timeout_ms / 1000)
         remaining: dict[tuple[str, int], int] = {}
         if self.bounds is None:
             self.consumer.subscribe([self.input_topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
@@ -404,6 +405,9 @@ class Runtime:
             except Fenced:
                 self._fenced = True
                 raise
+            except TimedOut as timed_out:
+                self._renew(timed_out)
+                return
             except Exception as abortable:
                 log.warning("producing in the transaction failed (%s); it will be aborted", abortable)
                 self._abort_pending = True
@@ -423,10 +427,21 @@ class Runtime:
         except Fenced:
             self._fenced = True
             raise
+        except TimedOut as timed_out:
+            self._renew(timed_out)
+            return
         self._last_commit = time.monotonic()
         if not committed:
             self._abort_pending = False
             self._rewind_to_committed()
+
+    def _renew(self, timed_out: TimedOut) -> None:
+        """The broker aborted a transaction that outlived its timeout (this process stalled): a new
+        producer under the same id, and everything since the committed offsets read again."""
+        log.warning("%s; starting a new producer and rewinding to the committed offsets", timed_out)
+        self.txn.renew(self.sink.renew())
+        self._abort_pending = False
+        self._rewind_to_committed()
 
     def _rewind_to_committed(self, leaving: set[tuple[str, int]] = frozenset()) -> None:
         """After an abort: every partition (but ``leaving``) back to its committed offset, and the

@@ -17,7 +17,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import KafkaError, Message, Producer
 
 from shared.contract.predictions import PredictionColumns, Predictions
 from shared.errors import RidestreamError
@@ -64,11 +64,24 @@ class KafkaSink:
         self.failed = 0
         self.dlq_body_limit = settings.max_message_bytes - DLQ_HEADROOM
         self.too_large: set[tuple[str, int, int]] = set()  # sources the DLQ refused with their body
-        conf = {"message.max.bytes": settings.max_message_bytes, "delivery.report.only.error": True,
-                "on_delivery": self._on_delivery}
-        self.producer = (make_producer(settings, **conf) if transactional_id is None
-                         else make_transactional_producer(settings, transactional_id, **conf))
+        self._settings, self._transactional_id = settings, transactional_id
+        self.producer = self._new_producer()
         self.transactional = transactional_id is not None
+
+    def _new_producer(self) -> Producer:
+        conf = {"message.max.bytes": self._settings.max_message_bytes, "delivery.report.only.error": True,
+                "on_delivery": self._on_delivery}
+        if self._transactional_id is None:
+            return make_producer(self._settings, **conf)
+        return make_transactional_producer(self._settings, self._transactional_id, **conf)
+
+    def renew(self) -> Producer:
+        """A new transactional producer under the same id, for one the broker fenced after a
+        transaction timed out (:class:`consumers.transactions.TimedOut`); what the old one held is dropped."""
+        self.producer.purge()
+        self.failed = 0
+        self.producer = self._new_producer()
+        return self.producer
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         # the producer is made with delivery.report.only.error: only failures call back

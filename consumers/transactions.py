@@ -11,8 +11,11 @@ What an error means (librdkafka's classification):
 * retriable (a timeout, the coordinator moving): the same call again;
 * abortable (a failed delivery, a rebalance fenced the offsets): abort — none of the
   transaction's output becomes visible — and the runtime rewinds to the committed offsets;
-* fatal (another process with the same transactional id fenced this one): :class:`Fenced`, and
-  the process stops without committing anything more.
+* fatal, in a transaction open longer than ``transaction.timeout.ms``: the broker aborted it
+  and bumped the producer's epoch (a process stalled that long — a starved machine): :class:`TimedOut`,
+  and the runtime makes a new producer under the same id and rewinds, as Kafka Streams does;
+* fatal otherwise (another process with the same transactional id fenced this one): :class:`Fenced`,
+  and the process stops without committing anything more.
 """
 
 from __future__ import annotations
@@ -35,6 +38,11 @@ class Fenced(RidestreamError):
     """The producer can no longer transact (fenced by a newer instance, or another fatal error)."""
 
 
+class TimedOut(Exception):
+    """The broker aborted the transaction when it outlived ``transaction.timeout.ms``; the producer
+    is unusable, but no other process owns its id: a new one may take over."""
+
+
 class TransactionalProducer(Protocol):
     def begin_transaction(self) -> None: ...
     def send_offsets_to_transaction(self, positions: list[TopicPartition], group_metadata: Any,
@@ -48,8 +56,9 @@ class Transactions:
     (topic, partition) → next offset of the batches produced in it."""
 
     def __init__(self, producer: TransactionalProducer, transactional_id: str, timeout_s: float = 30.0,
-                 retries: int = 20):
+                 retries: int = 20, transaction_timeout_s: float = 10.0):
         self.producer = producer
+        self.transaction_timeout_s = transaction_timeout_s
         self.transactional_id = transactional_id
         self.timeout_s = timeout_s
         self.retries = retries  # a retriable error this many times in a row is treated as abortable
@@ -73,6 +82,10 @@ class Transactions:
         """Partitions lost to another member: their offsets are not ours to commit."""
         for tp in partitions:
             self.offsets.pop(tp, None)
+
+    def renew(self, producer: TransactionalProducer) -> None:
+        """A new producer under the same id (after :class:`TimedOut`), with no transaction open."""
+        self.producer, self.open, self.offsets = producer, False, {}
 
     def commit(self, group_metadata: Callable[[], Any]) -> bool:
         """Commit the open transaction with its input offsets. True: committed (or none was open);
@@ -124,10 +137,13 @@ class Transactions:
 
     def _classify(self, error: KafkaError) -> Exception:
         if error.fatal():
+            if self.open and time.monotonic() - self.since >= self.transaction_timeout_s:
+                self.open, self.offsets = False, {}
+                return TimedOut(f"the broker aborted a transaction open for {time.monotonic() - self.since:.1f}s, "
+                                f"longer than transaction.timeout.ms ({error.str()})")
             if error.code() in FENCED_CODES:
                 return Fenced(f"fenced: another process took over transactional id {self.transactional_id!r} "
-                              "(a second instance with the same id?); this one stops, its open transaction "
-                              "is never visible")
+                              f"({error.str()}); this one stops, its open transaction is never visible")
             return Fenced(f"the transactional producer {self.transactional_id!r} failed fatally "
                           f"({error.str()}); this process stops, its open transaction is never visible")
         return _Abortable(error.str())

@@ -151,11 +151,11 @@ def test_a_retriable_error_is_retried():
 
 
 def test_a_fenced_producer_stops_the_process_and_commits_nothing_more():
-    rt, producer, consumer, sink = runtime()
+    rt, producer, consumer, sink = runtime(interval_ms=1000)
     rt.sink.producer = producer
     rt.process(messages(10, 0, seed=1))
     producer.fail["offsets"] = [error(KafkaError._FENCED, fatal=True)]
-    rt.txn.since -= 60
+    rt.txn.since -= 2  # the interval passes; the transaction is younger than its timeout (10 s)
     with pytest.raises(Fenced, match="fenced: another process took over transactional id 'ridestream-tip-tx.test'"):
         rt._settle_if_due()
     rt._close()
@@ -176,3 +176,19 @@ def test_a_transactional_id_names_namespace_service_group_and_process():
     assert s.transactional_id("tip", s.group_id("tip"), "host:42") == "t1.ridestream-tip-tx.t1.ridestream-tip.host:42"
     assert not Settings(_env_file=None).exactly_once
     assert Settings(processing="exactly_once", _env_file=None).exactly_once
+
+
+def test_a_transaction_the_broker_timed_out_gets_a_new_producer_and_rewinds():
+    """A fatal error in a transaction older than transaction.timeout.ms: the coordinator aborted it
+    and bumped the epoch (the process stalled), not another instance — go on, as Kafka Streams does."""
+    rt, producer, consumer, sink = runtime()
+    fresh = FakeProducer()
+    sink.renew = lambda: fresh
+    rt.process(messages(10, 0, seed=1))
+    producer.fail["offsets"] = [error(KafkaError.PRODUCER_FENCED, fatal=True)]
+    rt.txn.since -= 60  # longer than the transaction timeout
+    rt._settle_if_due()
+    assert producer.names() == ["begin", "offsets"] and rt.txn.producer is fresh and not rt._fenced
+    assert consumer.seeks == [(0, 5)]
+    rt.process(messages(10, 5, seed=1))
+    assert fresh.names() == ["begin"]
