@@ -41,10 +41,12 @@ from consumers.health import STATS_INTERVAL_MS, Health
 from consumers.metrics import ServiceMetrics
 from consumers.scoring import RideMemory, ServiceSpec, by_event_type
 from consumers.sinks import KafkaSink, Sink
+from consumers.state import Record, StateStore
 from consumers.transactions import Fenced, TimedOut, Transactions
 from shared.contract.codec import InvalidMessage, read_event, read_events
 from shared.contract.control import DeploymentPlan
 from shared.contract.predictions import Predictions
+from shared.contract.topics import STATEFUL_SERVICES
 from shared.kafka.clients import consume_ready, make_consumer
 from shared.kafka.settings import Settings
 from shared.ml.artifacts import Model
@@ -86,6 +88,7 @@ class ScoredBatch:
     predictions: Predictions = field(default_factory=Predictions)
     shadow: Predictions = field(default_factory=Predictions)  # a shadow candidate's, for its own topic
     dead_letters: list[tuple[Message, list[tuple[str, bytes]]]] = field(default_factory=list)
+    state: list[Record] = field(default_factory=list)  # changelog records of the memory's changes
     first_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
 
@@ -171,6 +174,7 @@ class Runtime:
         self._lag_stale = False  # positions moved since the gauge was last computed
         # exactly-once (a live run only): the open transaction; made by run() with the sink's producer
         self.txn: Transactions | None = None
+        self.state: StateStore | None = None  # the memory on its changelog (a live stateful service)
         self._abort_pending = False  # producing inside the transaction failed: abort it, then rewind
         self._fenced = False
         self.totals = BatchResult()
@@ -212,6 +216,9 @@ class Runtime:
         tid = s.transactional_id(self.spec.name, self.group_id, REPLICA_ID) if eos else None
         if self.sink is None:
             self.sink = KafkaSink(s, self.output_topic, self.dlq_topic, transactional_id=tid)
+        if self.bounds is None and self.spec.name in STATEFUL_SERVICES and colour_keeps_state(self.colour) \
+                and isinstance(self.sink, KafkaSink):
+            self._open_state()
         if eos and self.txn is None:
             self.txn = Transactions(self.sink.producer, tid, timeout_s=s.connect_timeout_s * 3,
                                     transaction_timeout_s=s.transaction_timeout_ms / 1000)
@@ -243,6 +250,21 @@ class Runtime:
                 log.info("waiting for the models' compilation to finish")
                 compiling.join()
         return self.totals
+
+    def _open_state(self) -> None:
+        """Keep the memory on the service's changelog, if the topic exists (`topics create` makes it)."""
+        topic = self.settings.topics.changelog(self.spec.name)
+        try:
+            exists = topic in self.consumer.list_topics(topic, timeout=self.settings.connect_timeout_s).topics
+            exists = exists and not self.consumer.list_topics(topic, timeout=5).topics[topic].error
+        except KafkaException:
+            exists = False
+        if not exists:
+            log.warning("no topic %s: ride state is kept in memory only and does not move with its partition "
+                        "(run `ridestream topics create`)", topic)
+            return
+        self.memory = RideMemory(self.spec.memory_size, ttl_s=self.settings.state_ttl_hours * 3600, track=True)
+        self.state = StateStore(self.settings, self.memory, topic)
 
     def _next_batch(self) -> list[Message]:
         """:func:`shared.kafka.clients.consume_ready`: what has been fetched, at once; if nothing has, the
@@ -323,6 +345,8 @@ class Runtime:
         previous, self._deferred = self._deferred, None
         with meanwhile(partial(self._emit, previous)) if previous else nullcontext():
             batch.predictions, batch.shadow = self.deployment.score(self.spec, self.memory, by_type, scored_at)
+        if self.state is not None:
+            batch.state = self.state.records(events, kept)
         if self._gate is not None:  # blue/green: scored (warm), published only where this colour answers
             self._mute(batch, events, kept)
         self.metrics.scoring.observe(time.monotonic() - received)
@@ -385,6 +409,8 @@ class Runtime:
             self.progress(result.consumed)
 
     def _produce(self, batch: ScoredBatch) -> None:
+        if batch.state:
+            self.sink.records(self.state.topic, batch.state)
         for msg, headers in batch.dead_letters:
             self.sink.dead_letter(msg, headers)
         self.sink.emit(batch.predictions)
@@ -464,6 +490,10 @@ class Runtime:
             except KafkaException as exc:
                 log.warning("cannot rewind partition %d: %s", tp.partition, exc.args[0].str())
         log.info("rewound %s to the committed offsets", sorted(tp.partition for tp in committed))
+        if self.state is not None:  # the memory went on with what is now aborted: back to the changelog's
+            mine = {tp.partition for tp in committed}
+            self.state.drop(mine)
+            self.state.restore(mine)
 
     def _emit_deferred(self) -> None:
         """Produce the scored batch still held back, if any (then the caller settles)."""
@@ -668,6 +698,8 @@ class Runtime:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("assigned %s", [p.partition for p in partitions])
+        if self.state is not None:  # before any of their events is scored
+            self.state.restore(p.partition for p in partitions if p.topic == self.input_topic)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # batches are scored whole before the next poll; produce the last, wait for their
@@ -676,6 +708,8 @@ class Runtime:
         for p in partitions:
             for offsets in (self._pending, self._committing, self._positions):
                 offsets.pop((p.topic, p.partition), None)
+        if self.state is not None:
+            self.state.drop({p.partition for p in partitions})
         log.info("revoked %s", [p.partition for p in partitions])
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -690,12 +724,16 @@ class Runtime:
                 self._fenced = True
                 raise
             self._abort_pending = False
+            if self.state is not None:
+                self.state.drop({p.partition for p in partitions})
             self._rewind_to_committed(leaving=lost)
             for p in partitions:
                 self._positions.pop((p.topic, p.partition), None)
             log.info("lost %s", [p.partition for p in partitions])
             return
         self._emit_deferred()  # its other partitions are still ours (repeats are allowed, gaps not)
+        if self.state is not None:
+            self.state.drop({p.partition for p in partitions})
         for p in partitions:  # another member owns them now: its commits win
             for offsets in (self._pending, self._committing, self._unsettled, self._rewind, self._positions):
                 offsets.pop((p.topic, p.partition), None)
@@ -709,6 +747,12 @@ class Runtime:
                 continue
             if high >= 0:
                 self.metrics.lag_of(partition).set(max(high - offset, 0))
+
+
+def colour_keeps_state(colour: str) -> bool:
+    """Only the service's usual (blue) group writes its changelog: a green replica scores with
+    other model versions, so its state would contradict blue's; it keeps its memory in process."""
+    return colour == "blue"
 
 
 def _read_all(msgs: Sequence[Message]) -> list[Any] | None:

@@ -107,6 +107,11 @@ class KafkaSink:
                 except BufferError:  # the local queue is full: wait for room, never drop
                     produce(self.producer, topic, value, key)
 
+    def records(self, topic: str, records: Sequence[tuple[int, bytes, bytes | None]]) -> None:
+        """Keyed records to given partitions of ``topic`` (a state changelog)."""
+        for partition, key, value in records:
+            produce(self.producer, topic, value, key, partition=partition)
+
     def dead_letter(self, msg: Message, headers: list[tuple[str, bytes]]) -> None:
         """The bad message as it came; one too large for the DLQ without its value, with a
         ``dlq.body`` header saying so (DESIGN) — the original stays on its source topic."""

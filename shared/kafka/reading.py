@@ -11,7 +11,7 @@ watermark may never be reached; the broker's end-of-partition steps over both. U
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
@@ -26,10 +26,11 @@ class ReadTimeout(RidestreamError):
 
 
 def read_to_end(settings: Settings, topic: str, since: datetime | None = None, timeout: float = 60.0,
-                group: str | None = None) -> Iterator[Message]:
+                group: str | None = None, partitions: Iterable[int] | None = None) -> Iterator[Message]:
     """Every committed message of ``topic`` now (from ``since``, by message time), in order per
-    partition; nothing if the topic does not exist. Raises :class:`ReadTimeout` after ``timeout``
-    seconds. ``group`` only names the reader (it joins no group and commits nothing)."""
+    partition (of ``partitions`` only, if given); nothing if the topic does not exist. Raises
+    :class:`ReadTimeout` after ``timeout`` seconds. ``group`` only names the reader (it joins no
+    group and commits nothing)."""
     consumer = make_consumer(settings, group or f"{settings.namespace}ridestream-reader",
                              **{"enable.partition.eof": True})
     try:
@@ -39,7 +40,8 @@ def read_to_end(settings: Settings, topic: str, since: datetime | None = None, t
             return
         if meta is None or meta.error is not None or not meta.partitions:
             return
-        parts = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(meta.partitions)]
+        chosen = sorted(meta.partitions) if partitions is None else sorted(set(partitions) & set(meta.partitions))
+        parts = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in chosen]
         if since is not None:
             ms = int(since.timestamp() * 1000)
             parts = consumer.offsets_for_times([TopicPartition(topic, p.partition, ms) for p in parts],
