@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime
+from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
 
@@ -26,13 +27,14 @@ class ReadTimeout(RidestreamError):
 
 
 def read_to_end(settings: Settings, topic: str, since: datetime | None = None, timeout: float = 60.0,
-                group: str | None = None, partitions: Iterable[int] | None = None) -> Iterator[Message]:
+                group: str | None = None, partitions: Iterable[int] | None = None,
+                **overrides: Any) -> Iterator[Message]:
     """Every committed message of ``topic`` now (from ``since``, by message time), in order per
     partition (of ``partitions`` only, if given); nothing if the topic does not exist. Raises
     :class:`ReadTimeout` after ``timeout`` seconds. ``group`` only names the reader (it joins no
-    group and commits nothing)."""
+    group and commits nothing). ``overrides``: consumer settings (``isolation.level``)."""
     consumer = make_consumer(settings, group or f"{settings.namespace}ridestream-reader",
-                             **{"enable.partition.eof": True})
+                             **{"enable.partition.eof": True, **overrides})
     try:
         try:
             meta = consumer.list_topics(topic, timeout=settings.connect_timeout_s).topics.get(topic)

@@ -60,8 +60,8 @@ def check_exactly_once(settings: Settings, sent: list[dict]) -> list[dict]:
 def uncommitted_predictions(settings: Settings) -> int:
     """What a read_uncommitted reader sees: aborted transactions' records too."""
     topic = settings.topics.predictions("duration")
-    reader = settings.model_copy(update={"kafka_extra": {"isolation.level": "read_uncommitted"}})
-    return sum(1 for m in read_to_end(reader, topic, timeout=60) if not orjson.loads(m.value()).get("initial"))
+    return sum(1 for m in read_to_end(settings, topic, timeout=60, **{"isolation.level": "read_uncommitted"})
+               if not orjson.loads(m.value()).get("initial"))
 
 
 @pytest.mark.slow
