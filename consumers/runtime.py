@@ -299,21 +299,23 @@ class Runtime:
     def _close(self) -> None:
         if self.follower is not None:
             self.follower.stop()
-        if self._fenced:  # nothing more may be produced or committed: the open transaction is never visible
-            self.sink.producer.purge()
-        elif self.txn is not None:
-            self._emit_deferred()
-            self._commit_transaction()
-        else:
-            self._emit_deferred()
-            if self.bounds is None:
-                self._settle(wait=True)  # before the sink closes: a failure there must not be committed
-                self._commit_pending(sync=True)
-        if self.sink is not None and not self._fenced:
-            self.sink.close()
-        if self.drift is not None:
-            self.drift.close()
-        self.consumer.close()  # leaves the group (if it joined one): its partitions move at once
+        try:
+            if self.txn is not None and not self._fenced:
+                self._emit_deferred()
+                self._commit_transaction()
+            elif self.txn is None:
+                self._emit_deferred()
+                if self.bounds is None:
+                    self._settle(wait=True)  # before the sink closes: a failure there must not be committed
+                    self._commit_pending(sync=True)
+        finally:
+            if self._fenced:  # nothing more may be produced or committed: the open transaction is never visible
+                self.sink.producer.purge()
+            elif self.sink is not None:
+                self.sink.close()
+            if self.drift is not None:
+                self.drift.close()
+            self.consumer.close()  # leaves the group (if it joined one): its partitions move at once
 
     # --- one batch ---------------------------------------------------------------------------
     def process(self, msgs: Sequence[Message]) -> BatchResult:
@@ -543,6 +545,8 @@ class Runtime:
     def _drain(self, only: set[tuple[str, int]] | None = None) -> None:
         """Produce the batch held back, wait for the broker to acknowledge everything, and commit
         (``only`` these partitions) synchronously: what was processed is then durable and committed."""
+        if self._fenced:  # closing after a fence: nothing may be committed
+            return
         self._emit_deferred()
         if self.txn is not None:  # the transaction holds every partition's offsets: it commits whole
             self._commit_transaction()
@@ -713,6 +717,8 @@ class Runtime:
         log.info("revoked %s", [p.partition for p in partitions])
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._fenced:
+            return
         if self.txn is not None:
             # another member owns them now: what this transaction holds for them must not become
             # visible, so it all aborts and the partitions still ours are read again from their commit
