@@ -22,9 +22,10 @@ ANSWERED = ("ride_requested", "ride_started", "ride_progress")
 
 def assignment_by_pid(kafka, group: str) -> dict[int, list[int]]:
     """The group's members by process id (a replica's client id ends in @host:pid) → partitions."""
+    admin = make_admin(kafka.settings)  # held while the request runs: a dropped client cancels it
     try:
-        desc = make_admin(kafka.settings).describe_consumer_groups([group])[group].result(timeout=10)
-    except Exception:
+        desc = admin.describe_consumer_groups([group])[group].result(timeout=10)
+    except Exception:  # no group yet, or its coordinator loading
         return {}
     return {int(m.client_id.rsplit(":", 1)[1]): sorted(tp.partition for tp in m.assignment.topic_partitions)
             for m in desc.members}
