@@ -42,7 +42,7 @@ from consumers.metrics import ServiceMetrics
 from consumers.scoring import RideMemory, ServiceSpec, by_event_type
 from consumers.sinks import KafkaSink, Sink
 from consumers.state import Record, StateStore
-from consumers.transactions import Fenced, TimedOut, Transactions
+from consumers.transactions import Fenced, Stuck, TimedOut, Transactions
 from shared.contract.codec import InvalidMessage, read_event, read_events
 from shared.contract.control import DeploymentPlan
 from shared.contract.predictions import Predictions
@@ -467,7 +467,7 @@ class Runtime:
         """The broker aborted a transaction that outlived its timeout (this process stalled): a new
         producer under the same id, and everything since the committed offsets read again."""
         log.warning("%s; starting a new producer and rewinding to the committed offsets", timed_out)
-        self.txn.renew(self.sink.renew())
+        self.txn.renew(self.sink.renew(purge=not isinstance(timed_out, Stuck)))
         self._abort_pending = False
         self._rewind_to_committed()
 

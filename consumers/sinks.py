@@ -75,10 +75,12 @@ class KafkaSink:
             return make_producer(self._settings, **conf)
         return make_transactional_producer(self._settings, self._transactional_id, **conf)
 
-    def renew(self) -> Producer:
+    def renew(self, purge: bool = True) -> Producer:
         """A new transactional producer under the same id, for one the broker fenced after a
-        transaction timed out (:class:`consumers.transactions.TimedOut`); what the old one held is dropped."""
-        self.producer.purge()
+        transaction timed out, or one stuck in a call (:class:`consumers.transactions.TimedOut`);
+        what the old one held is dropped (``purge``: not for a stuck one, whose locks are held)."""
+        if purge:
+            self.producer.purge()
         self.failed = 0
         self.producer = self._new_producer()
         return self.producer

@@ -14,6 +14,9 @@ What an error means (librdkafka's classification):
 * fatal, in a transaction open longer than ``transaction.timeout.ms``: the broker aborted it
   and bumped the producer's epoch (a process stalled that long — a starved machine): :class:`TimedOut`,
   and the runtime makes a new producer under the same id and rewinds, as Kafka Streams does;
+* a call that never returns (librdkafka's coordinator requests can outlive their timeout after the
+  coordinator went away: confluentinc/librdkafka#5456, #5511): :class:`Stuck` after its timeout and
+  a margin; the stuck producer is abandoned, never destroyed, and the runtime renews it as above;
 * fatal otherwise (another process with the same transactional id fenced this one): :class:`Fenced`,
   and the process stops without committing anything more.
 """
@@ -23,6 +26,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Protocol, TypeVar
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
@@ -41,6 +46,13 @@ class Fenced(RidestreamError):
 class TimedOut(Exception):
     """The broker aborted the transaction when it outlived ``transaction.timeout.ms``; the producer
     is unusable, but no other process owns its id: a new one may take over."""
+
+
+class Stuck(TimedOut):
+    """A transaction call did not return long after its timeout: the producer is abandoned."""
+
+
+STUCK_MARGIN_S = 10.0  # beyond a call's own timeout before it is deemed stuck
 
 
 class TransactionalProducer(Protocol):
@@ -67,6 +79,8 @@ class Transactions:
         self.offsets: dict[tuple[str, int], int] = {}
         self.committed = 0  # transactions committed
         self.aborted = 0  # transactions aborted
+        self._calls = ThreadPoolExecutor(1, thread_name_prefix="txn-call")
+        self.abandoned: list[Any] = []  # stuck producers: referenced forever, since destroying one would block
 
     def begin(self) -> None:
         """Open a transaction unless one is open (before anything of a batch is produced)."""
@@ -86,6 +100,18 @@ class Transactions:
     def renew(self, producer: TransactionalProducer) -> None:
         """A new producer under the same id (after :class:`TimedOut`), with no transaction open."""
         self.producer, self.open, self.offsets = producer, False, {}
+
+    def _bounded(self, call: Callable[[], T]) -> T:
+        """``call()`` on a helper thread, waited for at most its timeout and a margin."""
+        future = self._calls.submit(call)
+        try:
+            return future.result(timeout=self.timeout_s + STUCK_MARGIN_S)
+        except FutureTimeout:
+            self.abandoned.append(self.producer)
+            self._calls = ThreadPoolExecutor(1, thread_name_prefix="txn-call")  # the old thread stays blocked
+            self.open, self.offsets = False, {}
+            raise Stuck(f"a transaction call of {self.transactional_id!r} did not return within "
+                        f"{self.timeout_s + STUCK_MARGIN_S:.0f}s") from None
 
     def commit(self, group_metadata: Callable[[], Any]) -> bool:
         """Commit the open transaction with its input offsets. True: committed (or none was open);
@@ -125,7 +151,7 @@ class Transactions:
     def _call(self, call: Callable[[], T]) -> T:
         for attempt in range(self.retries):
             try:
-                return call()
+                return self._bounded(call)
             except KafkaException as exc:
                 error: KafkaError = exc.args[0]
                 if error.retriable() and not error.txn_requires_abort() and not error.fatal():

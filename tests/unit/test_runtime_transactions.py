@@ -183,7 +183,7 @@ def test_a_transaction_the_broker_timed_out_gets_a_new_producer_and_rewinds():
     and bumped the epoch (the process stalled), not another instance — go on, as Kafka Streams does."""
     rt, producer, consumer, sink = runtime()
     fresh = FakeProducer()
-    sink.renew = lambda: fresh
+    sink.renew = lambda purge=True: fresh
     rt.process(messages(10, 0, seed=1))
     producer.fail["offsets"] = [error(KafkaError.PRODUCER_FENCED, fatal=True)]
     rt.txn.since -= 60  # longer than the transaction timeout
@@ -192,3 +192,26 @@ def test_a_transaction_the_broker_timed_out_gets_a_new_producer_and_rewinds():
     assert consumer.seeks == [(0, 5)]
     rt.process(messages(10, 5, seed=1))
     assert fresh.names() == ["begin"]
+
+
+def test_a_call_that_never_returns_abandons_the_producer_for_a_new_one(monkeypatch):
+    """librdkafka's send_offsets_to_transaction can block past its timeout after the coordinator
+    went away (confluentinc/librdkafka#5456): the runtime must not hang with it."""
+    import threading
+
+    import consumers.transactions as transactions
+
+    monkeypatch.setattr(transactions, "STUCK_MARGIN_S", 0.2)
+    rt, producer, consumer, sink = runtime()
+    rt.txn.timeout_s = 0.1
+    released = threading.Event()
+    producer.send_offsets_to_transaction = lambda *a, **k: released.wait(30)
+    fresh = FakeProducer()
+    renewed: list[bool] = []
+    sink.renew = lambda purge=True: renewed.append(purge) or fresh
+    rt.process(messages(10, 0, seed=1))
+    rt.txn.since -= 60
+    rt._settle_if_due()
+    assert renewed == [False] and rt.txn.producer is fresh and rt.txn.abandoned == [producer]
+    assert consumer.seeks == [(0, 5)] and not rt._fenced
+    released.set()
