@@ -24,10 +24,10 @@ What an error means (librdkafka's classification):
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Protocol, TypeVar
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
@@ -55,6 +55,36 @@ class Stuck(TimedOut):
 STUCK_MARGIN_S = 10.0  # beyond a call's own timeout before it is deemed stuck
 
 
+class _Caller:
+    """Runs calls on a daemon thread of its own, so a caller can stop waiting for one that never
+    returns — and the process can still exit (a pool's worker would be joined at exit, forever)."""
+
+    def __init__(self) -> None:
+        self._calls: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._serve, name="txn-call", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            call, outcome, done = self._calls.get()
+            try:
+                outcome.append((True, call()))
+            except BaseException as exc:  # handed to the caller
+                outcome.append((False, exc))
+            done.set()
+
+    def call(self, call: Callable[[], T], timeout: float) -> T:
+        """``call()``'s result or exception; :class:`TimeoutError` if it has not returned in time."""
+        outcome: list[tuple[bool, Any]] = []
+        done = threading.Event()
+        self._calls.put((call, outcome, done))
+        if not done.wait(timeout):
+            raise TimeoutError
+        ok, value = outcome[0]
+        if ok:
+            return value
+        raise value
+
+
 class TransactionalProducer(Protocol):
     def begin_transaction(self) -> None: ...
     def send_offsets_to_transaction(self, positions: list[TopicPartition], group_metadata: Any,
@@ -79,7 +109,7 @@ class Transactions:
         self.offsets: dict[tuple[str, int], int] = {}
         self.committed = 0  # transactions committed
         self.aborted = 0  # transactions aborted
-        self._calls = ThreadPoolExecutor(1, thread_name_prefix="txn-call")
+        self._caller = _Caller()
         self.abandoned: list[Any] = []  # stuck producers: referenced forever, since destroying one would block
 
     def begin(self) -> None:
@@ -103,12 +133,11 @@ class Transactions:
 
     def _bounded(self, call: Callable[[], T]) -> T:
         """``call()`` on a helper thread, waited for at most its timeout and a margin."""
-        future = self._calls.submit(call)
         try:
-            return future.result(timeout=self.timeout_s + STUCK_MARGIN_S)
-        except FutureTimeout:
+            return self._caller.call(call, self.timeout_s + STUCK_MARGIN_S)
+        except TimeoutError:
             self.abandoned.append(self.producer)
-            self._calls = ThreadPoolExecutor(1, thread_name_prefix="txn-call")  # the old thread stays blocked
+            self._caller = _Caller()  # the old thread stays blocked in the call
             self.open, self.offsets = False, {}
             raise Stuck(f"a transaction call of {self.transactional_id!r} did not return within "
                         f"{self.timeout_s + STUCK_MARGIN_S:.0f}s") from None
