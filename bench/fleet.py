@@ -190,7 +190,7 @@ def wait_for_group(settings: Settings, members: int, timeout: float = 90) -> Non
     while time.monotonic() < deadline:
         try:
             desc = admin.describe_consumer_groups([group])[group].result(timeout=10)
-        except KafkaException:  # no group yet, or its coordinator is still loading
+        except (KafkaException, TimeoutError):  # no group yet, its coordinator still loading, or a busy machine
             desc = None
         if (desc is not None and desc.state == ConsumerGroupState.STABLE and len(desc.members) == members
                 and all(m.assignment.topic_partitions for m in desc.members)):

@@ -21,7 +21,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from confluent_kafka import KafkaException  # noqa: E402
 
-from bench import fleet, quix, rollout  # noqa: E402
+from bench import delivery, fleet, quix, rollout  # noqa: E402
+from bench.delivery import DeliveryResult  # noqa: E402
 from bench.fleet import Latency  # noqa: E402
 from bench.loops import Measure, naive, passthrough, preproduce, ride_requests, shipped  # noqa: E402
 from bench.rollout import MODES, RolloutModes, RolloutResult, SwapResult  # noqa: E402
@@ -47,6 +48,8 @@ class BenchConfig:
     quix: bool = True  # the Quix Streams peer (its own virtualenv, made on first use)
     rollout: bool = True  # shadow and canary vs one model; with ``fleet``, p99 across a live swap
     swap_rate: float = 1000.0  # the live swap's offered events/s (for latency_seconds)
+    delivery: bool = True  # with ``fleet``: exactly-once beside at-least-once (bench.delivery)
+    delivery_rates: tuple[float, ...] = (1000.0, 5000.0)
 
 
 @dataclass
@@ -60,6 +63,7 @@ class BenchResult:
     rollout: RolloutResult | None = None  # throughput under no plan, shadow, 50 % canary
     swap: SwapResult | None = None  # p99 with and without a live swap
     drift_off: list[Measure] = field(default_factory=list)  # "batched" with drift counting off (RIDESTREAM_DRIFT)
+    delivery: DeliveryResult | None = None  # exactly-once vs at-least-once
     notes: list[str] = field(default_factory=list)
 
     def processes_summary(self) -> dict[str, float]:
@@ -109,6 +113,7 @@ class BenchResult:
             "rollout": self.rollout.as_json() if self.rollout and self.rollout.rounds else None,
             "swap_latency": self.swap.as_json() if self.swap and self.swap.runs["swap"] else None,
             "drift": drift_json(self),
+            "delivery": self.delivery.as_json() if self.delivery and self.delivery.throughput else None,
             "notes": self.notes,
             "config": self.config.__dict__,
             "machine": machine(),
@@ -245,6 +250,10 @@ def _phases(settings: Settings, cfg: BenchConfig, phase: Callable[[str], None], 
         phase(f"round {i + 1}/{cfg.repeat}: replay")
         with tempfile.TemporaryDirectory() as tmp:
             result.replay.append(fleet.replay_throughput(settings, source, Path(tmp) / "replay.jsonl"))
+        if cfg.delivery:
+            result.delivery = result.delivery or DeliveryResult(cfg.delivery_rates)
+            delivery.measure_round(result.delivery, settings, i, ride_requests(cfg.process_events, seed=50 + i),
+                                   cfg.latency_seconds, lambda text: phase(f"round {i + 1}/{cfg.repeat}: {text}"))
     return result
 
 
@@ -303,6 +312,8 @@ def markdown(result: BenchResult) -> str:
                       f"one {p.get('1', 0):,.0f} events/s{spread.get('1', '')}, "
                       f"two {p.get('2', 0):,.0f} events/s{spread.get('2', '')} "
                       f"({p.get('two_vs_one', 0):.2f}×{cores})."]
+    if result.delivery and result.delivery.throughput:
+        lines += ["", delivery.markdown(result.delivery)]
     if result.replay:
         lines += ["", f"Replay of the {result.config.events:,} events to a file: "
                       f"{statistics.median(m.per_s for m in result.replay):,.0f} events/s."]

@@ -26,6 +26,8 @@ from shared.contract.control import AuditRecord, DeploymentPlan
 from shared.contract.topics import Service
 from shared.errors import RidestreamError
 from shared.kafka.clients import flush_all, make_consumer, make_producer, produce
+from shared.kafka.reading import ReadTimeout
+from shared.kafka.reading import read_to_end as read_topic
 from shared.kafka.settings import Settings
 from shared.ml.artifacts import Model, load_model, probe_features
 
@@ -57,28 +59,12 @@ def topic_reader(settings: Settings, topic: str) -> Consumer | None:
 
 
 def read_to_end(settings: Settings, topic: str, timeout: float = 15.0) -> Iterator[Message]:
-    """Every message of ``topic`` as it is now, in order per partition; nothing if it does not exist."""
-    consumer = topic_reader(settings, topic)
-    if consumer is None:
-        return
+    """Every message of ``topic`` as it is now, in order per partition; nothing if it does not
+    exist; what could be read if the broker is too slow (:func:`shared.kafka.reading.read_to_end`)."""
     try:
-        ends = {}
-        for tp in consumer.assignment():
-            try:
-                low, high = consumer.get_watermark_offsets(tp, timeout=settings.connect_timeout_s)
-            except KafkaException:
-                return
-            if high > low:
-                ends[tp.partition] = high
-        deadline = time.monotonic() + timeout
-        while ends and time.monotonic() < deadline:
-            for msg in consumer.consume(500, timeout=0.5):
-                if msg.error() is None:
-                    yield msg
-                    if msg.offset() + 1 >= ends.get(msg.partition(), 0):
-                        ends.pop(msg.partition(), None)
-    finally:
-        consumer.close()
+        yield from read_topic(settings, topic, timeout=timeout, group=f"{settings.namespace}ridestream-control-reader")
+    except ReadTimeout as exc:
+        log.warning("%s", exc)
 
 
 def parse_plan(msg: Message) -> DeploymentPlan | None:

@@ -12,18 +12,18 @@ the ledger already holds — so running it twice, or after a crash, never publis
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import KafkaException, Message
 
 from shared.contract.codec import InvalidMessage, decode_event, encode
 from shared.contract.redrive import REDRIVEN_SUFFIX, RedriveRecord
 from shared.contract.topics import TopicSpec, create_topics
 from shared.errors import RidestreamError
-from shared.kafka.clients import make_admin, make_consumer, make_producer, produce
+from shared.kafka.clients import make_admin, make_transactional_producer, produce
+from shared.kafka.reading import read_to_end
 from shared.kafka.settings import Settings
 
 
@@ -52,35 +52,8 @@ class DeadLetter:
 
 
 def _read(settings: Settings, topic: str, since: datetime | None = None, timeout: float = 60.0) -> list[Message]:
-    """Every committed message of ``topic`` now (from ``since``), in order per partition. Stops at
-    each partition's end as the broker reports it, which also steps over transaction markers."""
-    consumer = make_consumer(settings, f"{settings.namespace}ridestream-dlq-reader", **{"enable.partition.eof": True})
-    try:
-        meta = consumer.list_topics(topic, timeout=settings.connect_timeout_s).topics.get(topic)
-        if meta is None or meta.error is not None:
-            return []
-        parts = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(meta.partitions)]
-        if since is not None:
-            ms = int(since.timestamp() * 1000)
-            parts = consumer.offsets_for_times([TopicPartition(topic, p.partition, ms) for p in parts],
-                                               timeout=settings.connect_timeout_s)
-            parts = [tp for tp in parts if tp.offset >= 0]  # -1: nothing at or after the time there
-        if not parts:
-            return []
-        consumer.assign(parts)
-        open_parts, got = {tp.partition for tp in parts}, []
-        deadline = time.monotonic() + timeout
-        while open_parts:
-            if time.monotonic() > deadline:
-                raise RidestreamError(f"could not read {topic} to its end within {timeout:.0f}s: is the broker busy?")
-            for msg in consumer.consume(1000, timeout=0.5):
-                if msg.error() is None:
-                    got.append(msg)
-                elif msg.error().code() == KafkaError._PARTITION_EOF:
-                    open_parts.discard(msg.partition())
-        return got
-    finally:
-        consumer.close()
+    """Every committed message of ``topic`` now (from ``since``), in order per partition."""
+    return list(read_to_end(settings, topic, since, timeout, group=f"{settings.namespace}ridestream-dlq-reader"))
 
 
 def read_dead_letters(settings: Settings, since: datetime | None = None) -> list[DeadLetter]:
@@ -150,9 +123,8 @@ def redrive(settings: Settings, reason: str | None = None, since: datetime | Non
     result.redriven = len(chosen)
     if dry_run or not chosen:
         return result
-    producer = make_producer(settings, **{"transactional.id": f"{settings.namespace}ridestream-dlq-redrive"})
+    producer = make_transactional_producer(settings, f"{settings.namespace}ridestream-dlq-redrive")
     try:
-        producer.init_transactions(settings.connect_timeout_s * 3)
         producer.begin_transaction()
         now = datetime.now(UTC)
         for source, letter in chosen.items():

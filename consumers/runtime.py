@@ -13,7 +13,10 @@ Promises (DESIGN.md):
   waiting (:meth:`Runtime.process`), and at once when none is;
 * a full producer queue means wait and poll, never drop;
 * SIGTERM/Ctrl-C drains: the batch in flight is finished, flushed and committed, then the
-  consumer leaves the group.
+  consumer leaves the group;
+* exactly-once on request (``RIDESTREAM_PROCESSING=exactly_once``): the output, dead letters and
+  input offsets of the batches of each commit interval commit in one Kafka transaction
+  (:mod:`consumers.transactions`); an aborted one rewinds to the committed offsets.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from datetime import datetime, timezone
 from functools import partial
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from consumers.control import REPLICA_ID, PlanFollower
 from consumers.deployment import Deployment
@@ -38,9 +41,12 @@ from consumers.health import STATS_INTERVAL_MS, Health
 from consumers.metrics import ServiceMetrics
 from consumers.scoring import RideMemory, ServiceSpec, by_event_type
 from consumers.sinks import KafkaSink, Sink
+from consumers.state import Record, StateStore
+from consumers.transactions import Fenced, Stuck, TimedOut, Transactions
 from shared.contract.codec import InvalidMessage, read_event, read_events
 from shared.contract.control import DeploymentPlan
 from shared.contract.predictions import Predictions
+from shared.contract.topics import STATEFUL_SERVICES
 from shared.errors import AccessDenied
 from shared.kafka.clients import ACL_ERRORS, AUTH_ERRORS, consume_ready, make_consumer
 from shared.kafka.settings import Settings
@@ -83,6 +89,7 @@ class ScoredBatch:
     predictions: Predictions = field(default_factory=Predictions)
     shadow: Predictions = field(default_factory=Predictions)  # a shadow candidate's, for its own topic
     dead_letters: list[tuple[Message, list[tuple[str, bytes]]]] = field(default_factory=list)
+    state: list[Record] = field(default_factory=list)  # changelog records of the memory's changes
     first_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
 
@@ -166,6 +173,11 @@ class Runtime:
         self._positions: dict[tuple[str, int], int] = {}  # next offset to read, for the lag gauge
         self._lag_at = 0.0
         self._lag_stale = False  # positions moved since the gauge was last computed
+        # exactly-once (a live run only): the open transaction; made by run() with the sink's producer
+        self.txn: Transactions | None = None
+        self.state: StateStore | None = None  # the memory on its changelog (a live stateful service)
+        self._abort_pending = False  # producing inside the transaction failed: abort it, then rewind
+        self._fenced = False
         self.totals = BatchResult()
         self.health = Health(settings.stall_timeout_s)  # /healthz and /readyz (consumers.health)
         self._show_models()
@@ -201,8 +213,16 @@ class Runtime:
         stats = {"statistics.interval.ms": STATS_INTERVAL_MS, "stats_cb": self.health.on_stats} if self.bounds is None else {}
         self.consumer = make_consumer(s, self.group_id, on_commit=self._on_commit,
                                       **{"client.id": f"{s.client_id}-{self.spec.name}@{REPLICA_ID}"}, **stats)
+        eos = s.exactly_once and self.bounds is None
+        tid = s.transactional_id(self.spec.name, self.group_id, REPLICA_ID) if eos else None
         if self.sink is None:
-            self.sink = KafkaSink(s, self.output_topic, self.dlq_topic)
+            self.sink = KafkaSink(s, self.output_topic, self.dlq_topic, transactional_id=tid)
+        if self.bounds is None and self.spec.name in STATEFUL_SERVICES and colour_keeps_state(self.colour) \
+                and isinstance(self.sink, KafkaSink):
+            self._open_state()
+        if eos and self.txn is None:
+            self.txn = Transactions(self.sink.producer, tid, timeout_s=s.connect_timeout_s * 3,
+                                    transaction_timeout_s=s.transaction_timeout_ms / 1000)
         remaining: dict[tuple[str, int], int] = {}
         if self.bounds is None:
             self.consumer.subscribe([self.input_topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
@@ -231,6 +251,21 @@ class Runtime:
                 log.info("waiting for the models' compilation to finish")
                 compiling.join()
         return self.totals
+
+    def _open_state(self) -> None:
+        """Keep the memory on the service's changelog, if the topic exists (`topics create` makes it)."""
+        topic = self.settings.topics.changelog(self.spec.name)
+        try:
+            exists = topic in self.consumer.list_topics(topic, timeout=self.settings.connect_timeout_s).topics
+            exists = exists and not self.consumer.list_topics(topic, timeout=5).topics[topic].error
+        except KafkaException:
+            exists = False
+        if not exists:
+            log.warning("no topic %s: ride state is kept in memory only and does not move with its partition "
+                        "(run `ridestream topics create`)", topic)
+            return
+        self.memory = RideMemory(self.spec.memory_size, ttl_s=self.settings.state_ttl_hours * 3600, track=True)
+        self.state = StateStore(self.settings, self.memory, topic)
 
     def _next_batch(self) -> list[Message]:
         """:func:`shared.kafka.clients.consume_ready`: what has been fetched, at once; if nothing has, the
@@ -265,15 +300,23 @@ class Runtime:
     def _close(self) -> None:
         if self.follower is not None:
             self.follower.stop()
-        self._emit_deferred()
-        if self.bounds is None:
-            self._settle(wait=True)  # before the sink closes: a failure there must not be committed
-            self._commit_pending(sync=True)
-        if self.sink is not None:
-            self.sink.close()
-        if self.drift is not None:
-            self.drift.close()
-        self.consumer.close()  # leaves the group (if it joined one): its partitions move at once
+        try:
+            if self.txn is not None and not self._fenced:
+                self._emit_deferred()
+                self._commit_transaction()
+            elif self.txn is None:
+                self._emit_deferred()
+                if self.bounds is None:
+                    self._settle(wait=True)  # before the sink closes: a failure there must not be committed
+                    self._commit_pending(sync=True)
+        finally:
+            if self._fenced:  # nothing more may be produced or committed: the open transaction is never visible
+                self.sink.producer.purge()
+            elif self.sink is not None:
+                self.sink.close()
+            if self.drift is not None:
+                self.drift.close()
+            self.consumer.close()  # leaves the group (if it joined one): its partitions move at once
 
     # --- one batch ---------------------------------------------------------------------------
     def process(self, msgs: Sequence[Message]) -> BatchResult:
@@ -305,6 +348,8 @@ class Runtime:
         previous, self._deferred = self._deferred, None
         with meanwhile(partial(self._emit, previous)) if previous else nullcontext():
             batch.predictions, batch.shadow = self.deployment.score(self.spec, self.memory, by_type, scored_at)
+        if self.state is not None:
+            batch.state = self.state.records(events, kept)
         if self._gate is not None:  # blue/green: scored (warm), published only where this colour answers
             self._mute(batch, events, kept)
         self.metrics.scoring.observe(time.monotonic() - received)
@@ -345,17 +390,17 @@ class Runtime:
 
     def _emit(self, batch: ScoredBatch) -> None:
         """Produce a scored batch's dead letters and predictions; its offsets then wait for the
-        broker's acknowledgements (:meth:`_settle`)."""
-        for msg, headers in batch.dead_letters:
-            self.sink.dead_letter(msg, headers)
-        self.sink.emit(batch.predictions)
-        if batch.shadow:
-            self.sink.emit(batch.shadow, self.shadow_topic)
-        if not self._unsettled:
-            self._unsettled_since = batch.received
-        for tp, offset in batch.first_offsets.items():
-            self._rewind.setdefault(tp, offset)
-        self._unsettled.update(batch.next_offsets)
+        broker's acknowledgements (:meth:`_settle`) — or, exactly-once, commit with them in the
+        open transaction (:meth:`_commit_transaction`)."""
+        if self.txn is not None:
+            self._emit_in_transaction(batch)
+        else:
+            self._produce(batch)
+            if not self._unsettled:
+                self._unsettled_since = batch.received
+            for tp, offset in batch.first_offsets.items():
+                self._rewind.setdefault(tp, offset)
+            self._unsettled.update(batch.next_offsets)
         result = batch.result
         self.metrics.predictions.inc(result.predictions)
         self.metrics.batches.observe(result.consumed)
@@ -365,6 +410,93 @@ class Runtime:
         self.totals.dead_letters += result.dead_letters
         if self.progress:
             self.progress(result.consumed)
+
+    def _produce(self, batch: ScoredBatch) -> None:
+        if batch.state:
+            self.sink.records(self.state.topic, batch.state)
+        for msg, headers in batch.dead_letters:
+            self.sink.dead_letter(msg, headers)
+        self.sink.emit(batch.predictions)
+        if batch.shadow:
+            self.sink.emit(batch.shadow, self.shadow_topic)
+
+    def _emit_in_transaction(self, batch: ScoredBatch) -> None:
+        """Exactly-once: the batch's output in the open transaction (begun if none is), its input
+        offsets to commit with it. After a failure nothing more is produced until the abort."""
+        if self._abort_pending:
+            return
+        try:
+            self.txn.begin()
+            self._produce(batch)
+        except KafkaException as exc:
+            try:
+                self.txn.failed(exc)
+            except Fenced:
+                self._fenced = True
+                raise
+            except TimedOut as timed_out:
+                self._renew(timed_out)
+                return
+            except Exception as abortable:
+                log.warning("producing in the transaction failed (%s); it will be aborted", abortable)
+                self._abort_pending = True
+                return
+        self.txn.add(batch.next_offsets)
+
+    def _commit_transaction(self) -> None:
+        """Commit the open transaction with its input offsets — or abort it (a failure, or an
+        abortable error on commit) and rewind every partition to its committed offset. A fenced
+        producer raises :class:`Fenced`: the process stops."""
+        try:
+            if self._abort_pending:
+                self.txn.abort()
+                committed = False
+            else:
+                committed = self.txn.commit(self.consumer.consumer_group_metadata)
+        except Fenced:
+            self._fenced = True
+            raise
+        except TimedOut as timed_out:
+            self._renew(timed_out)
+            return
+        self._last_commit = time.monotonic()
+        if not committed:
+            self._abort_pending = False
+            self._rewind_to_committed()
+
+    def _renew(self, timed_out: TimedOut) -> None:
+        """The broker aborted a transaction that outlived its timeout (this process stalled): a new
+        producer under the same id, and everything since the committed offsets read again."""
+        log.warning("%s; starting a new producer and rewinding to the committed offsets", timed_out)
+        self.txn.renew(self.sink.renew(purge=not isinstance(timed_out, Stuck)))
+        self._abort_pending = False
+        self._rewind_to_committed()
+
+    def _rewind_to_committed(self, leaving: set[tuple[str, int]] = frozenset()) -> None:
+        """After an abort: every partition (but ``leaving``) back to its committed offset, and the
+        batch held back dropped — all of it is read and scored again, with the same ids."""
+        self._deferred = None
+        assigned = [tp for tp in self.consumer.assignment() if (tp.topic, tp.partition) not in leaving]
+        if not assigned:
+            return
+        while True:
+            try:
+                committed = self.consumer.committed(assigned, timeout=self.settings.connect_timeout_s)
+                break
+            except KafkaException as exc:  # the coordinator away: nothing can be scored meanwhile anyway
+                log.warning("cannot read the committed offsets (%s); retrying", exc.args[0].str())
+                time.sleep(1.0)
+        for tp in committed:
+            offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+            try:
+                self.consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+            except KafkaException as exc:
+                log.warning("cannot rewind partition %d: %s", tp.partition, exc.args[0].str())
+        log.info("rewound %s to the committed offsets", sorted(tp.partition for tp in committed))
+        if self.state is not None:  # the memory went on with what is now aborted: back to the changelog's
+            mine = {tp.partition for tp in committed}
+            self.state.drop(mine)
+            self.state.restore(mine)
 
     def _emit_deferred(self) -> None:
         """Produce the scored batch still held back, if any (then the caller settles)."""
@@ -414,7 +546,12 @@ class Runtime:
     def _drain(self, only: set[tuple[str, int]] | None = None) -> None:
         """Produce the batch held back, wait for the broker to acknowledge everything, and commit
         (``only`` these partitions) synchronously: what was processed is then durable and committed."""
+        if self._fenced:  # closing after a fence: nothing may be committed
+            return
         self._emit_deferred()
+        if self.txn is not None:  # the transaction holds every partition's offsets: it commits whole
+            self._commit_transaction()
+            return
         self._settle(wait=True)
         self._commit_pending(only, sync=True)
 
@@ -482,6 +619,10 @@ class Runtime:
         """After each batch and when idle: settle what is acknowledged, without waiting unless the
         oldest unsettled batch is overdue; commit that every ``commit_interval_ms``."""
         interval = self.settings.commit_interval_ms / 1000
+        if self.txn is not None:
+            if self._abort_pending or (self.txn.open and time.monotonic() - self.txn.since >= interval):
+                self._commit_transaction()
+            return
         overdue = time.monotonic() - self._unsettled_since >= interval * OVERDUE_INTERVALS
         self._settle(wait=self.bounds is not None or overdue)
         if self.bounds is None and time.monotonic() - self._last_commit >= interval:
@@ -562,6 +703,8 @@ class Runtime:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("assigned %s", [p.partition for p in partitions])
+        if self.state is not None:  # before any of their events is scored
+            self.state.restore(p.partition for p in partitions if p.topic == self.input_topic)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # batches are scored whole before the next poll; produce the last, wait for their
@@ -570,10 +713,34 @@ class Runtime:
         for p in partitions:
             for offsets in (self._pending, self._committing, self._positions):
                 offsets.pop((p.topic, p.partition), None)
+        if self.state is not None:
+            self.state.drop({p.partition for p in partitions})
         log.info("revoked %s", [p.partition for p in partitions])
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._fenced:
+            return
+        if self.txn is not None:
+            # another member owns them now: what this transaction holds for them must not become
+            # visible, so it all aborts and the partitions still ours are read again from their commit
+            lost = {(p.topic, p.partition) for p in partitions}
+            self.txn.forget(lost)
+            try:
+                self.txn.abort()
+            except Fenced:
+                self._fenced = True
+                raise
+            self._abort_pending = False
+            if self.state is not None:
+                self.state.drop({p.partition for p in partitions})
+            self._rewind_to_committed(leaving=lost)
+            for p in partitions:
+                self._positions.pop((p.topic, p.partition), None)
+            log.info("lost %s", [p.partition for p in partitions])
+            return
         self._emit_deferred()  # its other partitions are still ours (repeats are allowed, gaps not)
+        if self.state is not None:
+            self.state.drop({p.partition for p in partitions})
         for p in partitions:  # another member owns them now: its commits win
             for offsets in (self._pending, self._committing, self._unsettled, self._rewind, self._positions):
                 offsets.pop((p.topic, p.partition), None)
@@ -587,6 +754,12 @@ class Runtime:
                 continue
             if high >= 0:
                 self.metrics.lag_of(partition).set(max(high - offset, 0))
+
+
+def colour_keeps_state(colour: str) -> bool:
+    """Only the service's usual (blue) group writes its changelog: a green replica scores with
+    other model versions, so its state would contradict blue's; it keeps its memory in process."""
+    return colour == "blue"
 
 
 def _read_all(msgs: Sequence[Message]) -> list[Any] | None:

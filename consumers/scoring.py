@@ -23,30 +23,82 @@ from shared.ml.artifacts import Model
 Answer = tuple[np.ndarray, np.ndarray | None]  # values, remaining minutes (or None)
 
 
+Entry = tuple[float, float, float]  # initial estimate (min), planned distance (mi), request time (epoch s)
+
+
 class RideMemory:
     """What a service remembers of rides in flight (the duration service: each ride's initial
-    estimate and planned distance), bounded so it cannot grow without end. A ride's events share
-    a partition, so the process that saw its request sees its progress — until a rebalance moves
-    the partition; then the models fall back to what the progress events alone say."""
+    estimate and planned distance), bounded so it cannot grow without end: at most ``max_rides``,
+    and, with ``ttl_s``, none whose request is older (by event time) than the newest by more.
+    A ride's events share a partition, so the process that saw its request sees its progress —
+    after a rebalance too, when the runtime keeps the memory on a changelog
+    (:class:`consumers.state.StateStore`): then every change is also kept in :attr:`changes`
+    (ride id → its entry, or None once forgotten) until the runtime takes them."""
 
-    def __init__(self, max_rides: int = 500_000):
+    def __init__(self, max_rides: int = 500_000, ttl_s: float | None = None, track: bool = False):
         self.max_rides = max_rides
-        self._rides: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self.ttl_s = ttl_s
+        self._rides: OrderedDict[str, Entry] = OrderedDict()
+        self._newest = float("-inf")
+        self.changes: dict[str, Entry | None] | None = {} if track else None
 
-    def remember(self, ride_ids: Sequence[str], initial: np.ndarray, distance: np.ndarray) -> None:
-        for ride_id, est, dist in zip(ride_ids, initial.tolist(), distance.tolist()):
-            self._rides[ride_id] = (est, dist)
-        while len(self._rides) > self.max_rides:
-            self._rides.popitem(last=False)
+    def remember(self, ride_ids: Sequence[str], initial: np.ndarray, distance: np.ndarray,
+                 at: Sequence[float] | None = None) -> None:
+        """``at``: the requests' times (epoch seconds), for the TTL."""
+        times = list(at) if at is not None else [0.0] * len(ride_ids)
+        changes = self.changes
+        for ride_id, est, dist, t in zip(ride_ids, initial.tolist(), distance.tolist(), times):
+            entry = self._rides[ride_id] = (est, dist, t)
+            self._rides.move_to_end(ride_id)
+            if changes is not None:
+                changes[ride_id] = entry
+        if times:
+            self._newest = max(self._newest, max(times))
+        self._expire()
+
+    def _expire(self) -> None:
+        rides, changes = self._rides, self.changes
+        while len(rides) > self.max_rides:
+            ride_id, _ = rides.popitem(last=False)
+            if changes is not None:
+                changes[ride_id] = None
+        if self.ttl_s is not None:
+            oldest_kept = self._newest - self.ttl_s
+            while rides:
+                ride_id, entry = next(iter(rides.items()))
+                if entry[2] >= oldest_kept:
+                    break
+                del rides[ride_id]
+                if changes is not None:
+                    changes[ride_id] = None
 
     def recall(self, ride_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Initial estimates and planned distances, NaN where unknown."""
-        unknown = (np.nan, np.nan)
-        pairs = [self._rides.get(r, unknown) for r in ride_ids]
-        arr = np.array(pairs, dtype=np.float64).reshape(len(pairs), 2)
+        unknown = (np.nan, np.nan, 0.0)
+        triples = [self._rides.get(r, unknown) for r in ride_ids]
+        arr = np.array(triples, dtype=np.float64).reshape(len(triples), 3)
         return arr[:, 0], arr[:, 1]
 
     def forget(self, ride_ids: Sequence[str]) -> None:
+        changes = self.changes
+        for ride_id in ride_ids:
+            if self._rides.pop(ride_id, None) is not None and changes is not None:
+                changes[ride_id] = None
+
+    def take_changes(self) -> dict[str, Entry | None]:
+        changes, self.changes = self.changes or {}, ({} if self.changes is not None else None)
+        return changes
+
+    def restore(self, ride_id: str, entry: Entry | None) -> None:
+        """Set (or, with None, drop) a ride as its changelog says, recording no change."""
+        if entry is None:
+            self._rides.pop(ride_id, None)
+        else:
+            self._rides[ride_id] = entry
+            self._newest = max(self._newest, entry[2])
+
+    def drop(self, ride_ids: Sequence[str]) -> None:
+        """Forget rides whose partition left this process, recording no change (not a completion)."""
         for ride_id in ride_ids:
             self._rides.pop(ride_id, None)
 

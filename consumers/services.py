@@ -18,7 +18,8 @@ from shared.ml.artifacts import Model, load_model, resolve
 def _initial_estimate(model: Model, events: Sequence[Any], memory: RideMemory) -> Answer:
     """The expected total duration at request time; remembered for the ride's progress."""
     values = model.predict_events(events)
-    memory.remember([e.ride_id for e in events], values, np.array([e.trip_distance_mi for e in events]))
+    memory.remember([e.ride_id for e in events], values, np.array([e.trip_distance_mi for e in events]),
+                    at=[e.event_time.timestamp() for e in events])
     return values, None
 
 

@@ -17,11 +17,11 @@ import orjson
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import KafkaError, Message, Producer
 
 from shared.contract.predictions import PredictionColumns, Predictions
 from shared.errors import RidestreamError
-from shared.kafka.clients import flush_all, make_producer, produce
+from shared.kafka.clients import flush_all, make_producer, make_transactional_producer, produce
 from shared.kafka.settings import Settings
 
 FILE_FORMATS = (".parquet", ".csv", ".jsonl")
@@ -43,22 +43,48 @@ def _without_body(headers: list[tuple[str, bytes]] | None, value: bytes) -> list
     return [*(headers or []), ("dlq.body", note.encode())]
 
 
+def _source(headers: list[tuple[str, bytes]] | None) -> tuple[str, int, int]:
+    h = {k: (v or b"").decode() for k, v in headers or []}
+    return h.get("source.topic", ""), int(h.get("source.partition", -1)), int(h.get("source.offset", -1))
+
+
 class KafkaSink:
     """Predictions to ``topic`` keyed by ride_id; bad messages to ``dlq_topic`` (None: counted
     only, as a replay does — the live services already dead-lettered them)."""
 
-    def __init__(self, settings: Settings, topic: str, dlq_topic: str | None):
-        """Its own producer: room for a large event in the DLQ, and delivery reports for failures
-        only (a Python callback per delivered message is a cost we need not pay). The callback is
-        the producer's default rather than an argument of each ``produce`` call: passing it there
-        cost ~1 µs per message (10k calls 26 → 14 ms measured)."""
+    def __init__(self, settings: Settings, topic: str, dlq_topic: str | None,
+                 transactional_id: str | None = None):
+        """With ``transactional_id``, a transactional producer (exactly-once: the runtime begins
+        and commits its transactions, :mod:`consumers.transactions`). Its own producer: room for a
+        large event in the DLQ, and delivery reports for failures only (a Python callback per
+        delivered message is a cost we need not pay). The callback is the producer's default
+        rather than an argument of each ``produce`` call: passing it there cost ~1 µs per message
+        (10k calls 26 → 14 ms measured)."""
         self.topic = topic
         self.dlq_topic = dlq_topic
         self.failed = 0
         self.dlq_body_limit = settings.max_message_bytes - DLQ_HEADROOM
-        self.producer = make_producer(settings, **{"message.max.bytes": settings.max_message_bytes,
-                                                   "delivery.report.only.error": True,
-                                                   "on_delivery": self._on_delivery})
+        self.too_large: set[tuple[str, int, int]] = set()  # sources the DLQ refused with their body
+        self._settings, self._transactional_id = settings, transactional_id
+        self.producer = self._new_producer()
+        self.transactional = transactional_id is not None
+
+    def _new_producer(self) -> Producer:
+        conf = {"message.max.bytes": self._settings.max_message_bytes, "delivery.report.only.error": True,
+                "on_delivery": self._on_delivery}
+        if self._transactional_id is None:
+            return make_producer(self._settings, **conf)
+        return make_transactional_producer(self._settings, self._transactional_id, **conf)
+
+    def renew(self, purge: bool = True) -> Producer:
+        """A new transactional producer under the same id, for one the broker fenced after a
+        transaction timed out, or one stuck in a call (:class:`consumers.transactions.TimedOut`);
+        what the old one held is dropped (``purge``: not for a stuck one, whose locks are held)."""
+        if purge:
+            self.producer.purge()
+        self.failed = 0
+        self.producer = self._new_producer()
+        return self.producer
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         # the producer is made with delivery.report.only.error: only failures call back
@@ -66,6 +92,10 @@ class KafkaSink:
             return
         if err.code() == KafkaError.MSG_SIZE_TOO_LARGE and msg.topic() == self.dlq_topic and msg.value():
             # the DLQ topic takes less than the settings said: record it without its body instead
+            if self.transactional:  # the transaction aborts; when the batch comes again, without its body
+                self.too_large.add(_source(msg.headers()))
+                self.failed += 1
+                return
             produce(self.producer, msg.topic(), None, msg.key(), headers=_without_body(msg.headers(), msg.value()))
             return
         self.failed += 1
@@ -80,12 +110,18 @@ class KafkaSink:
                 except BufferError:  # the local queue is full: wait for room, never drop
                     produce(self.producer, topic, value, key)
 
+    def records(self, topic: str, records: Sequence[tuple[int, bytes, bytes | None]]) -> None:
+        """Keyed records to given partitions of ``topic`` (a state changelog)."""
+        for partition, key, value in records:
+            produce(self.producer, topic, value, key, partition=partition)
+
     def dead_letter(self, msg: Message, headers: list[tuple[str, bytes]]) -> None:
         """The bad message as it came; one too large for the DLQ without its value, with a
         ``dlq.body`` header saying so (DESIGN) — the original stays on its source topic."""
         if self.dlq_topic:
             value = msg.value()
-            if value is not None and len(value) + len(msg.key() or b"") > self.dlq_body_limit:
+            if value is not None and (len(value) + len(msg.key() or b"") > self.dlq_body_limit
+                                      or (msg.topic(), msg.partition(), msg.offset()) in self.too_large):
                 value, headers = None, _without_body(headers, value)
             produce(self.producer, self.dlq_topic, value, msg.key(), headers=headers)
 

@@ -26,6 +26,8 @@ def bench(
     quix: bool = typer.Option(True, help="measure the Quix Streams peer (its own virtualenv, made once)"),
     rollout: bool = typer.Option(True, help="measure the service under a shadow plan and a 50 % canary against one "
                                             "model, and p99 at 1,000 events/s across a live swap against none"),
+    delivery: bool = typer.Option(True, help="measure exactly-once beside at-least-once: a backlog's throughput "
+                                             "and p99 at 1,000 and 5,000 events/s, in each mode"),
     output: Path = typer.Option(None, help="JSON; .md and .png beside it (default bench/results/latest.json, "
                                            "with --web bench/results/web.json)"),
     web: bool = typer.Option(False, "--web", help="measure the web service instead: predict endpoint vs one request → "
@@ -47,7 +49,8 @@ def bench(
         _bench_rebalance(settings, output or Path("bench/results/rebalance.json"), quick)
         return
     output = output or Path("bench/results/latest.json")
-    cfg = BenchConfig(events=events, repeat=repeat, naive_events=naive_events, quix=quix, rollout=rollout)
+    cfg = BenchConfig(events=events, repeat=repeat, naive_events=naive_events, quix=quix, rollout=rollout,
+                      delivery=delivery)
     _measure(lambda phase: run_bench(settings, cfg, phase=phase), write, markdown, output)
 
 

@@ -9,10 +9,13 @@ import typer
 
 from consumers.runtime import Runtime
 from consumers.services import SERVICE_SPECS, pick_models
+from consumers.transactions import Fenced
 from ridestream.console import err
 from shared.contract.topics import SERVICES
 from shared.kafka.clients import make_admin, require_topics
 from shared.kafka.settings import load_settings
+
+FENCED_EXIT = 3  # a fenced process stops without a traceback; its supervisor may start a new one
 
 
 def consume(
@@ -43,7 +46,12 @@ def consume(
     require_topics(make_admin(settings), settings, [runtime.input_topic, runtime.output_topic, runtime.dlq_topic])
     runtime.metrics.serve(settings.metrics_port, runtime.health)
     versions = ", ".join(f"{n} {m.version}" for n, m in models.items())
-    err.print(f"{service}: consuming {runtime.input_topic} as group {runtime.group_id} ({versions})")
-    totals = runtime.run()
+    mode = ", exactly-once" if settings.exactly_once else ""
+    err.print(f"{service}: consuming {runtime.input_topic} as group {runtime.group_id} ({versions}{mode})")
+    try:
+        totals = runtime.run()
+    except Fenced as exc:  # exactly-once: another process took this one's transactional id
+        err.print(f"{service}: stopped: {exc}", soft_wrap=True)
+        raise typer.Exit(FENCED_EXIT) from None
     err.print(f"{service}: stopped after {totals.consumed} events, {totals.predictions} predictions, "
               f"{totals.dead_letters} to the DLQ")

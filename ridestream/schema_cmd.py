@@ -14,6 +14,7 @@ from shared.contract.backend_state import BackendStateRecord
 from shared.contract.control import AuditRecord, DeploymentPlan, ModelQuality
 from shared.contract.events import Prediction, RideEvent
 from shared.contract.redrive import RedriveRecord
+from shared.contract.state import RideState
 
 app = typer.Typer(help="The wire contract as JSON Schema.", no_args_is_help=True)
 SCHEMA_DIR = PROJECT_ROOT / "schemas"
@@ -34,6 +35,9 @@ def contract_schemas() -> dict[str, str]:
                                        "rides.events.dlq.redriven (compacted; the key is the source's topic/partition/offset)"),
         "backend_state.schema.json": (TypeAdapter(BackendStateRecord), "web backend state record",
                                       "rides.backend.state (compacted; the key is the ride_id, or idempotency/KEY)"),
+        "ride_state.schema.json": (TypeAdapter(RideState), "ride state",
+                                   "ridestream-duration-state-changelog (compacted, partitioned like rides.events; "
+                                   "the key is the ride_id, a null value forgets the ride)"),
     }
     schemas = {}
     for filename, (adapter, title, topic) in docs.items():

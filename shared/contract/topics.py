@@ -12,6 +12,7 @@ from shared.errors import TopicError
 
 Service = Literal["duration", "tip", "cost"]
 SERVICES: tuple[Service, ...] = ("duration", "tip", "cost")
+STATEFUL_SERVICES: tuple[Service, ...] = ("duration",)  # those with per-ride state on a changelog
 
 EVENTS = "rides.events"
 DLQ = "rides.events.dlq"
@@ -67,9 +68,14 @@ class Topics:
         """Compacted, partitioned like ``rides.events``: what every web backend replica follows."""
         return self.namespace + BACKEND_STATE
 
+    def changelog(self, service: Service) -> str:
+        """Compacted, partitioned like ``rides.events``: a service's per-ride state (DESIGN)."""
+        return f"{self.namespace}ridestream-{service}-state-changelog"
+
     def all(self) -> list[str]:
         return [self.events, *(self.predictions(s) for s in SERVICES), self.dlq,
-                self.control, self.control_audit, self.model_quality, self.backend_state]
+                self.control, self.control_audit, self.model_quality, self.backend_state,
+                *(self.changelog(s) for s in STATEFUL_SERVICES)]
 
 
 def replication_for(brokers: int) -> int:

@@ -44,6 +44,20 @@ def make_producer(settings: Settings, **overrides: Any) -> Producer:
     return Producer(producer_config(settings, **overrides))
 
 
+def make_transactional_producer(settings: Settings, transactional_id: str, **overrides: Any) -> Producer:
+    """:func:`make_producer` with a ``transactional.id``, its transactions initialised (which
+    fences an older producer with the same id and aborts what it left open). The transaction
+    timeout bounds how long a dead process's open transaction holds ``read_committed`` readers."""
+    producer = make_producer(settings, **{"transactional.id": transactional_id,
+                                          "transaction.timeout.ms": settings.transaction_timeout_ms, **overrides})
+    try:
+        producer.init_transactions(settings.connect_timeout_s * 3)
+    except KafkaException as exc:
+        raise BrokerUnavailable(f"cannot start transactions as {transactional_id!r} at {settings.bootstrap}: "
+                                f"{exc.args[0].str()}") from None
+    return producer
+
+
 def produce(producer: Producer, topic: str, value: bytes | None, key: bytes | None = None, **kwargs: Any) -> None:
     """Produce one message; while the local queue is full, serve delivery reports and wait —
     never drop."""

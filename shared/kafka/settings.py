@@ -14,7 +14,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared import PROJECT_ROOT
-from shared.contract.topics import SERVICES, Service, Topics, TopicSpec
+from shared.contract.topics import SERVICES, STATEFUL_SERVICES, Service, Topics, TopicSpec
 from shared.errors import ConfigError
 
 
@@ -63,6 +63,15 @@ class Settings(BaseSettings):
     commit_interval_ms: int = Field(default=100, ge=0, description="how often the offsets of batches whose "
                                     "output is acknowledged are committed, without waiting; output still unacknowledged "
                                     "after 5 intervals is waited for (0: after each batch, waiting)")
+    processing: Literal["at_least_once", "exactly_once"] = Field(
+        default="at_least_once", description="at_least_once: offsets committed after the output is acknowledged "
+        "(a crash may repeat predictions, same ids); exactly_once: each batch's output, dead letters and input "
+        "offsets commit in one Kafka transaction (docs/delivery.md)")
+    transaction_timeout_ms: int = Field(default=10_000, ge=1000, description="exactly_once: how long the broker "
+                                        "keeps a dead process's open transaction (which holds read_committed "
+                                        "readers back) before aborting it; Kafka Streams' default")
+    state_ttl_hours: float = Field(default=6.0, gt=0, description="a ride's state (the duration service's memory) "
+                                   "is forgotten this long after its request, by event time, if it never completed")
     max_message_bytes: int = Field(default=2_097_152, ge=1024, description="room for a 1 MB event in the DLQ")
     session_timeout_ms: int = Field(default=10_000, ge=1000, description="how long a silent (dead) member keeps its "
                                     "partitions: 10 s, not Kafka's 45 s — measured, docs/benchmarks.md#rebalances "
@@ -120,6 +129,17 @@ class Settings(BaseSettings):
         return f"{self.namespace}ridestream-{service}" + ("" if colour == "blue" else f"-{colour}")
 
     @property
+    def exactly_once(self) -> bool:
+        return self.processing == "exactly_once"
+
+    def transactional_id(self, service: Service, group_id: str, instance: str) -> str:
+        """A service process's transactional id: ``[namespace]ridestream-SERVICE-tx.GROUP.INSTANCE``,
+        with a per-process ``instance`` (decision 0006). Under KIP-447 zombies are fenced by the
+        group's generation, so the id need not follow partitions; it must be unique per live process.
+        The fixed prefix lets one prefixed ACL grant a service its transactional ids."""
+        return f"{self.namespace}ridestream-{service}-tx.{group_id}.{instance}"
+
+    @property
     def retention_ms(self) -> int:
         """The topics' ``retention.ms``; -1 (Kafka's "forever") for 0 hours. The broker deletes
         messages by their timestamps, so events stamped with old event times (a TLC file from
@@ -146,6 +166,9 @@ class Settings(BaseSettings):
             TopicSpec(t.backend_state, self.events_partitions, self.replication_factor,
                       None if self.backend_state_retention_hours == 0 else int(self.backend_state_retention_hours * 3.6e6),
                       compacted=True),
+            # a stateful service's per-ride state, partitioned like rides.events (the same ride, the same partition)
+            *(TopicSpec(t.changelog(s), self.events_partitions, self.replication_factor, compacted=True)
+              for s in STATEFUL_SERVICES),
         ]
 
     def shadow_spec(self, service: Service) -> TopicSpec:

@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
-from confluent_kafka import KafkaError, TopicPartition
 
 from producer.backend import Backend
 from producer.sources import simulated
-from shared.kafka.clients import make_consumer
+from shared.kafka.reading import read_to_end
 from shared.kafka.settings import Settings
 from shared.ml.artifacts import load_model
 
@@ -73,33 +72,8 @@ def publish(settings: Settings, rides: int, seed: int = 0, rate: float = 0.0, id
 
 
 def read_all(settings: Settings, topic: str, timeout: float = 30) -> list:
-    """Every committed message now in ``topic`` (up to the end offsets at call time). A partition
-    is done at its last message or where the broker reports its end — after a transaction, the
-    end offset is one past its commit marker, which no reader receives."""
-    consumer = make_consumer(settings, f"{settings.namespace}reader", **{"enable.partition.eof": True})
-    meta = consumer.list_topics(topic, timeout=10).topics[topic]
-    ends = {}
-    for p in meta.partitions:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-        if high > low:
-            ends[p] = high
-    consumer.assign([TopicPartition(topic, p, 0) for p in ends])
-    got, done = [], {p: False for p in ends}
-    deadline = time.monotonic() + timeout
-    while not all(done.values()) and time.monotonic() < deadline:
-        msg = consumer.poll(0.5)
-        if msg is None:
-            continue
-        if msg.error():
-            if msg.error().code() == KafkaError._PARTITION_EOF and msg.offset() >= ends[msg.partition()] - 1:
-                done[msg.partition()] = True
-            continue
-        got.append(msg)
-        if msg.offset() + 1 >= ends[msg.partition()]:
-            done[msg.partition()] = True
-    consumer.close()
-    assert all(done.values()), f"could not read {topic} to its end within {timeout}s"
-    return got
+    """Every committed message now in ``topic`` (:func:`shared.kafka.reading.read_to_end`)."""
+    return list(read_to_end(settings, topic, timeout=timeout, group=f"{settings.namespace}reader"))
 
 
 def values(msgs: list) -> list[dict]:

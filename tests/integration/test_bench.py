@@ -12,7 +12,8 @@ from tests.integration.fleet import wait_for
 
 def test_quick_bench_runs_every_loop_on_the_same_events(kafka, tmp_path):
     cfg = BenchConfig(events=3000, repeat=1, naive_events=150, naive_seconds=10, partitions=3,
-                      latency_rates=(500.0,), latency_seconds=2, process_events=2000)
+                      latency_rates=(500.0,), latency_seconds=2, process_events=2000,
+                      delivery=False)  # exactly-once vs at-least-once: tests/integration/test_bench_delivery.py
     phases: list[str] = []
     result = run(kafka.settings, cfg, phase=phases.append)
     assert any("deleting the" in p for p in phases)

@@ -21,7 +21,7 @@ def test_defaults_use_the_local_broker_and_the_contract_names():
     assert s.topics.all() == [
         "rides.events", "rides.predictions.duration", "rides.predictions.tip",
         "rides.predictions.cost", "rides.events.dlq", "rides.control", "rides.control.audit", "rides.model_quality",
-        "rides.backend.state",
+        "rides.backend.state", "ridestream-duration-state-changelog",
     ]
     assert s.topics.shadow("tip") == "rides.predictions.tip.shadow"
     assert s.group_id("tip") == "ridestream-tip" and s.group_id("tip", "green") == "ridestream-tip-green"
@@ -66,10 +66,13 @@ def test_topic_specs_follow_the_settings():
     specs = Settings(events_partitions=9, retention_hours=2, _env_file=None).topic_specs()
     assert [(s.name, s.partitions) for s in specs][0] == ("rides.events", 9)
     assert {s.retention_ms for s in specs if not s.compacted} == {2 * 3600 * 1000}
-    assert [s.name for s in specs if s.compacted] == ["rides.control", "rides.model_quality", "rides.backend.state"]
-    assert next(s for s in specs if s.name == "rides.backend.state").partitions == 9  # partitioned like rides.events
+    assert [s.name for s in specs if s.compacted] == ["rides.control", "rides.model_quality", "rides.backend.state",
+                                                      "ridestream-duration-state-changelog"]
+    for name in ("rides.backend.state", "ridestream-duration-state-changelog"):  # partitioned like rides.events
+        assert next(s for s in specs if s.name == name).partitions == 9
     policies = {s.name: s.new_topic().config for s in specs if s.compacted}
-    assert policies["rides.control"]["cleanup.policy"] == policies["rides.model_quality"]["cleanup.policy"] == "compact"
+    assert {policies[name]["cleanup.policy"] for name in ("rides.control", "rides.model_quality",
+                                                           "ridestream-duration-state-changelog")} == {"compact"}
     # the web backend's table also forgets finished rides and old idempotency keys (7 days by default)
     assert policies["rides.backend.state"]["cleanup.policy"] == "compact,delete"
     assert policies["rides.backend.state"]["retention.ms"] == str(7 * 24 * 3600 * 1000)

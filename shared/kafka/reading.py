@@ -1,0 +1,68 @@
+"""Reading a topic to its end: the one helper for every "what does this topic hold now" question
+(the control plane's plans and audit, the DLQ and its redrive ledger, the tests' reads).
+
+A partition's end is where the broker says it is (``enable.partition.eof``), not the high
+watermark: a reader at ``read_committed`` (every client of the factory) never receives a
+transaction's commit marker, nor an aborted transaction's records, so an end taken from the high
+watermark may never be reached; the broker's end-of-partition steps over both. Under
+``read_committed`` that end is the last stable offset: a transaction still open is not waited for.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
+
+from shared.errors import RidestreamError
+from shared.kafka.clients import make_consumer
+from shared.kafka.settings import Settings
+
+
+class ReadTimeout(RidestreamError):
+    """A topic could not be read to its end in time."""
+
+
+def read_to_end(settings: Settings, topic: str, since: datetime | None = None, timeout: float = 60.0,
+                group: str | None = None, partitions: Iterable[int] | None = None,
+                **overrides: Any) -> Iterator[Message]:
+    """Every committed message of ``topic`` now (from ``since``, by message time), in order per
+    partition (of ``partitions`` only, if given); nothing if the topic does not exist. Raises
+    :class:`ReadTimeout` after ``timeout`` seconds. ``group`` only names the reader (it joins no
+    group and commits nothing). ``overrides``: consumer settings (``isolation.level``)."""
+    consumer = make_consumer(settings, group or f"{settings.namespace}ridestream-reader",
+                             **{"enable.partition.eof": True, **overrides})
+    try:
+        try:
+            meta = consumer.list_topics(topic, timeout=settings.connect_timeout_s).topics.get(topic)
+        except KafkaException:
+            return
+        if meta is None or meta.error is not None or not meta.partitions:
+            return
+        chosen = sorted(meta.partitions) if partitions is None else sorted(set(partitions) & set(meta.partitions))
+        parts = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in chosen]
+        if since is not None:
+            ms = int(since.timestamp() * 1000)
+            parts = consumer.offsets_for_times([TopicPartition(topic, p.partition, ms) for p in parts],
+                                               timeout=settings.connect_timeout_s)
+            parts = [tp for tp in parts if tp.offset >= 0]  # -1: nothing at or after the time there
+        if not parts:
+            return
+        consumer.assign(parts)
+        open_parts = {tp.partition for tp in parts}
+        deadline = time.monotonic() + timeout
+        while open_parts:
+            if time.monotonic() > deadline:
+                raise ReadTimeout(f"could not read {topic} to its end within {timeout:.0f}s "
+                                  f"(partitions {sorted(open_parts)}): is the broker busy?")
+            for msg in consumer.consume(1000, timeout=0.5):
+                err = msg.error()
+                if err is None:
+                    yield msg
+                elif err.code() == KafkaError._PARTITION_EOF:
+                    open_parts.discard(msg.partition())
+    finally:
+        consumer.close()
