@@ -8,15 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.markdown import Markdown
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from bench.run import BenchConfig, markdown, write
-from bench.run import run as run_bench
 from ridestream.broker_cmd import ensure_local_broker
 from ridestream.console import out
-from shared.kafka.clients import ensure_reachable, make_admin
-from shared.kafka.settings import load_settings
 
 
 def bench(
@@ -34,6 +29,11 @@ def bench(
 ) -> None:
     """Measure, in one run on the same events: passthrough, ridestream, naive, Quix Streams, and ridestream
     under a shadow plan and a 50 % canary; print the ratios."""
+    from bench.run import BenchConfig, markdown, write
+    from bench.run import run as run_bench
+    from shared.kafka.clients import ensure_reachable, make_admin
+    from shared.kafka.settings import load_settings
+
     settings = load_settings()
     ensure_local_broker(settings)
     ensure_reachable(make_admin(settings), settings)
@@ -56,6 +56,8 @@ def _bench_web(settings, output: Path, quick: bool) -> None:
 def _measure(run: Callable[[Callable[[str], None]], Any], write_to: Callable[[Any, Path], list[Path]],
              as_markdown: Callable[[Any], str], output: Path) -> None:
     """Run a benchmark with its phases on a spinner, print its Markdown and write its files."""
+    from rich.markdown import Markdown
+
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=out) as bar:
         task = bar.add_task("starting", total=None)
         result = run(lambda text: bar.update(task, description=text))

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import typer
 
 from broker.local import LocalBroker, fetch_jars
 from ridestream.console import out
-from shared.kafka.settings import Settings, load_settings
+
+if TYPE_CHECKING:  # annotations only: the command line imports these when a command runs
+    from shared.kafka.settings import Settings
 
 app = typer.Typer(help="Run a local single-node Apache Kafka (KRaft) broker.", no_args_is_help=True)
 
@@ -47,6 +50,8 @@ def start(
     port: int = typer.Option(None, min=1, max=65535, help="client port (default 9092, RIDESTREAM_BROKER_PORT)"),
 ) -> None:
     """Start the broker in the background and wait until it answers."""
+    from shared.kafka.settings import load_settings
+
     settings = load_settings(**({"broker_port": port} if port else {}))
     broker = local_broker(settings)
     t0 = time.monotonic()
@@ -60,6 +65,8 @@ def start(
 @app.command()
 def stop() -> None:
     """Stop the broker: SIGTERM for a clean shutdown, SIGKILL after 30 s."""
+    from shared.kafka.settings import load_settings
+
     broker = local_broker(load_settings())
     out.print("broker stopped" if broker.stop() else "the broker was not running")
 
@@ -67,6 +74,8 @@ def stop() -> None:
 @app.command()
 def status() -> None:
     """Whether the broker runs and answers."""
+    from shared.kafka.settings import load_settings
+
     broker = local_broker(load_settings())
     pid = broker.pid()
     if pid is None:
@@ -82,6 +91,8 @@ def logs(
     follow: bool = typer.Option(False, "-f", "--follow", help="keep printing new lines"),
 ) -> None:
     """Show the broker's log."""
+    from shared.kafka.settings import load_settings
+
     broker = local_broker(load_settings())
     for line in broker.tail(lines):
         print(line, end="")
