@@ -27,7 +27,7 @@ from shared.contract.topics import Service
 from shared.errors import RidestreamError
 from shared.kafka.clients import flush_all, make_consumer, make_producer, produce
 from shared.kafka.settings import Settings
-from shared.ml.artifacts import Model, load_model, probe_features
+from shared.ml.artifacts import Model, cached_probe, load_model
 
 log = logging.getLogger("ridestream.control")
 
@@ -263,6 +263,6 @@ class PlanFollower:
         if self.settings.native_models:
             model.accelerate(self.settings.compiled_dir, self.settings.predict_threads)
         predict = model.native or model.estimator.predict
-        predict(probe_features(name, rows=32))  # warm: the first call after a load pays for the rest
+        predict(cached_probe(name, self.settings.compiled_dir)[:32])  # warm: the first call after a load pays for the rest
         self.loaded[(name, version)] = model
         return model
