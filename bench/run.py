@@ -9,7 +9,8 @@ import platform
 import statistics
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -25,6 +26,8 @@ from bench import fleet, quix, rollout  # noqa: E402
 from bench.fleet import Latency  # noqa: E402
 from bench.loops import Measure, naive, passthrough, preproduce, ride_requests, shipped  # noqa: E402
 from bench.rollout import MODES, RolloutModes, RolloutResult, SwapResult  # noqa: E402
+from bench.startup import StartupResult, run_startup  # noqa: E402
+from bench.startup import markdown as startup_markdown  # noqa: E402
 from shared.contract.topics import TopicSpec, create_topics  # noqa: E402
 from shared.kafka.clients import make_admin  # noqa: E402
 from shared.kafka.settings import Settings  # noqa: E402
@@ -47,6 +50,10 @@ class BenchConfig:
     quix: bool = True  # the Quix Streams peer (its own virtualenv, made on first use)
     rollout: bool = True  # shadow and canary vs one model; with ``fleet``, p99 across a live swap
     swap_rate: float = 1000.0  # the live swap's offered events/s (for latency_seconds)
+    startup: bool = True  # with ``fleet``: --help, each service's RSS at a steady stream, start → first prediction
+    startup_repeat: int = 3
+    startup_rate: float = 1000.0  # the steady stream the services' RSS is sampled under (whole lifecycles)
+    startup_seconds: float = 10.0
 
 
 @dataclass
@@ -61,6 +68,7 @@ class BenchResult:
     swap: SwapResult | None = None  # p99 with and without a live swap
     drift_off: list[Measure] = field(default_factory=list)  # "batched" with drift counting off (RIDESTREAM_DRIFT)
     notes: list[str] = field(default_factory=list)
+    startup: StartupResult | None = None
 
     def processes_summary(self) -> dict[str, float]:
         out = {n: statistics.median(m.per_s for m in runs) for n, runs in self.processes.items()}
@@ -109,6 +117,7 @@ class BenchResult:
             "rollout": self.rollout.as_json() if self.rollout and self.rollout.rounds else None,
             "swap_latency": self.swap.as_json() if self.swap and self.swap.runs["swap"] else None,
             "drift": drift_json(self),
+            "startup": self.startup.as_json() if self.startup else None,
             "notes": self.notes,
             "config": self.config.__dict__,
             "machine": machine(),
@@ -148,9 +157,16 @@ def bench_topics(settings: Settings) -> set[str]:
 def run(settings: Settings, cfg: BenchConfig, phase: Callable[[str], None] = lambda _: None) -> BenchResult:
     """One run; the topics it made are deleted afterwards, whatever happens (a run makes ~15 and
     would otherwise fill the broker: hundreds of partitions per run)."""
+    with topics_deleted_after(settings, phase):
+        return _measure(settings, cfg, phase)
+
+
+@contextmanager
+def topics_deleted_after(settings: Settings, phase: Callable[[str], None] = lambda _: None) -> Iterator[None]:
+    """Delete the bench topics made inside the block when it ends, whatever happens."""
     before = bench_topics(settings)
     try:
-        return _measure(settings, cfg, phase)
+        yield
     finally:
         made = sorted(bench_topics(settings) - before)
         if made:
@@ -213,7 +229,8 @@ def _phases(settings: Settings, cfg: BenchConfig, phase: Callable[[str], None], 
                 runs[mode] = modes.measure(mode, source, sink, served, cfg.events)
             result.rollout.rounds.append(runs)
         phase(f"round {i + 1}/{cfg.repeat}: naive")
-        result.runs["naive"].append(naive(settings, source, sink, model, cfg.naive_events, cfg.naive_seconds))
+        result.runs["naive"].append(naive(settings, source, sink, {"tip": model}, cfg.naive_events,
+                                                  cfg.naive_seconds))
         if python:
             phase(f"round {i + 1}/{cfg.repeat}: Quix Streams")
             result.runs["quix"].append(quix.quix(settings, python, source, cfg.partitions, cfg.naive_events,
@@ -245,6 +262,10 @@ def _phases(settings: Settings, cfg: BenchConfig, phase: Callable[[str], None], 
         phase(f"round {i + 1}/{cfg.repeat}: replay")
         with tempfile.TemporaryDirectory() as tmp:
             result.replay.append(fleet.replay_throughput(settings, source, Path(tmp) / "replay.jsonl"))
+    if cfg.fleet and cfg.startup:
+        phase("start-up and footprint: --help, each service's RSS at a steady stream, start → first prediction")
+        result.startup = run_startup(settings, repeat=cfg.startup_repeat, rate=cfg.startup_rate,
+                                     seconds=cfg.startup_seconds)
     return result
 
 
@@ -306,6 +327,8 @@ def markdown(result: BenchResult) -> str:
     if result.replay:
         lines += ["", f"Replay of the {result.config.events:,} events to a file: "
                       f"{statistics.median(m.per_s for m in result.replay):,.0f} events/s."]
+    if result.startup:
+        lines += ["", *startup_markdown(result.startup.as_json())]
     return "\n".join(lines) + "\n"
 
 
