@@ -48,16 +48,17 @@ def _service_env(settings: Settings, extra: dict[str, str] | None = None) -> dic
             "RIDESTREAM_BATCH_MAX_WAIT_MS": "5", "RIDESTREAM_SESSION_TIMEOUT_MS": "6000", **(extra or {})}
 
 
-def start_services(settings: Settings, n: int, extra_env: dict[str, str] | None = None) -> list[subprocess.Popen]:
-    """``n`` `ridestream consume tip` processes (each following the plan on the control topic, as
+def start_services(settings: Settings, n: int, extra_env: dict[str, str] | None = None,
+                   service: str = "tip") -> list[subprocess.Popen]:
+    """``n`` `ridestream consume SERVICE` processes (each following the plan on the control topic, as
     the command does unless given ``--model``); ``extra_env``, e.g. ``RIDESTREAM_MODEL_STORE``."""
-    return [subprocess.Popen([*RIDESTREAM, "consume", "tip"], env=_service_env(settings, extra_env),
+    return [subprocess.Popen([*RIDESTREAM, "consume", service], env=_service_env(settings, extra_env),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(n)]
 
 
-def start_echo(settings: Settings, n: int = 1) -> list[subprocess.Popen]:
-    """:mod:`bench.echo` in place of the tip service: the same bytes to its output topic."""
-    command = [sys.executable, "-m", "bench.echo", settings.topics.events, settings.topics.predictions("tip")]
+def start_echo(settings: Settings, n: int = 1, service: str = "tip") -> list[subprocess.Popen]:
+    """:mod:`bench.echo` in place of a service: the same bytes to its output topic."""
+    command = [sys.executable, "-m", "bench.echo", settings.topics.events, settings.topics.predictions(service)]
     return [subprocess.Popen(command, env=_service_env(settings), stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL) for _ in range(n)]
 
@@ -135,13 +136,18 @@ def publish_at_once(settings: Settings, topic: str, events: list[dict]) -> None:
 
 
 def latency(settings: Settings, rate: float | None, seconds: float, seed: int, lead_in_s: float = 2.0,
-            start: Callable[[Settings, int], list[subprocess.Popen]] = start_services) -> Latency:
-    """One tip process (or what ``start`` starts instead, e.g. :func:`start_echo`), warmed up;
-    then one steady stream offered at ``rate`` (:func:`steady_stream`)."""
+            start: Callable[..., list[subprocess.Popen]] = start_services, service: str = "tip",
+            make: Callable[..., list[dict]] | None = None,
+            answered: Callable[[dict], bool] | None = None) -> Latency:
+    """One process of ``service`` (or what ``start`` starts instead, e.g. :func:`start_echo`),
+    warmed up; then one steady stream offered at ``rate`` (:func:`steady_stream`) of the events
+    ``make(n, seed=…)`` makes (ride_requested by default); ``answered`` says which events the
+    process answers (all by default)."""
     scoped = contract_topics(settings, f"latency-{int(rate or 0)}")
-    procs = start(scoped, 1)
+    procs = start(scoped, 1, service=service)
     try:
-        produced, scored = steady_stream(scoped, rate, seconds, seed, lead_in_s)
+        produced, scored = steady_stream(scoped, rate, seconds, seed, lead_in_s, service=service, make=make,
+                                         answered=answered)
     finally:
         stop_services(procs)
     return percentiles(rate, produced, scored)
@@ -149,7 +155,9 @@ def latency(settings: Settings, rate: float | None, seconds: float, seed: int, l
 
 def steady_stream(scoped: Settings, rate: float | None, seconds: float, seed: int, lead_in_s: float = 2.0,
                   midway: Callable[[], None] | None = None,
-                  variants: dict[str, str | None] | None = None) -> tuple[dict[str, int], dict[str, int]]:
+                  variants: dict[str, str | None] | None = None, service: str = "tip",
+                  make: Callable[..., list[dict]] | None = None,
+                  answered: Callable[[dict], bool] | None = None) -> tuple[dict[str, int], dict[str, int]]:
     """Against the tip process(es) already started in ``scoped``'s namespace: a warm-up, then one
     steady stream offered at ``rate`` whose first ``lead_in_s`` seconds are not measured. Returns
     the measured events' produced and predicted broker timestamps (ms), by event_id. ``midway``
@@ -159,19 +167,22 @@ def steady_stream(scoped: Settings, rate: float | None, seconds: float, seed: in
     Why the lead-in: a consumer that sat idle while a *new* idempotent producer starts may wait a
     whole ``fetch.wait.max.ms`` (500 ms) for its first batch — a start-up effect of the producer,
     not the service's steady-state latency, which is what this figure is about."""
-    source, sink = scoped.topics.events, scoped.topics.predictions("tip")
-    warm = ride_requests(200, seed=seed + 1000)
+    source, sink = scoped.topics.events, scoped.topics.predictions(service)
+    make = make or ride_requests
+    answers = answered or (lambda _: True)
+    warm = make(200, seed=seed + 1000)
     offer(scoped, source, warm, None)
-    read_timestamps(scoped, sink, len(warm), 120)  # the process is up and has scored
+    read_timestamps(scoped, sink, sum(map(answers, warm)), 120)  # the process is up and has scored
     per_s = rate or 50_000
-    lead = ride_requests(int(per_s * lead_in_s), seed=seed + 2000)
-    events = ride_requests(int(per_s * seconds), seed=seed)
+    lead = make(int(per_s * lead_in_s), seed=seed + 2000)
+    events = make(int(per_s * seconds), seed=seed)
     offer(scoped, source, lead + events, rate, at=(len(lead) + len(events) // 2, midway) if midway else None)
-    ids = {e["event_id"] for e in events}
+    ids = {e["event_id"] for e in events if answers(e)}
     total = len(warm) + len(lead) + len(events)
     produced = {k: v for k, v in read_timestamps(scoped, source, total, 60).items() if k in ids}
     seen: dict[str, str | None] | None = {} if variants is not None else None
-    scored = {k: v for k, v in read_timestamps(scoped, sink, total, 120, seen).items() if k in ids}
+    expected = sum(map(answers, warm)) + sum(map(answers, lead)) + len(ids)
+    scored = {k: v for k, v in read_timestamps(scoped, sink, expected, 120, seen).items() if k in ids}
     if variants is not None:
         variants.update({k: v for k, v in seen.items() if k in ids})
     return produced, scored
@@ -183,9 +194,9 @@ def percentiles(rate: float | None, produced: dict[str, int], scored: dict[str, 
     return Latency(rate, len(delays), round(float(p50), 1), round(float(p95), 1), round(float(p99), 1))
 
 
-def wait_for_group(settings: Settings, members: int, timeout: float = 90) -> None:
-    """Until the tip group is stable with ``members`` members that each own partitions."""
-    admin, group = make_admin(settings), settings.group_id("tip")
+def wait_for_group(settings: Settings, members: int, timeout: float = 90, service: str = "tip") -> None:
+    """Until the service's group is stable with ``members`` members that each own partitions."""
+    admin, group = make_admin(settings), settings.group_id(service)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -196,7 +207,7 @@ def wait_for_group(settings: Settings, members: int, timeout: float = 90) -> Non
                 and all(m.assignment.topic_partitions for m in desc.members)):
             return
         time.sleep(0.1)
-    raise TimeoutError(f"{members} tip process(es) did not settle in group {group} in {timeout:.0f}s")
+    raise TimeoutError(f"{members} {service} process(es) did not settle in group {group} in {timeout:.0f}s")
 
 
 def cpu_jiffies() -> tuple[int, int] | None:
@@ -248,7 +259,8 @@ class CpuSampler:
         return (busy1 - busy0) / (total1 - total0)
 
 
-def processes_throughput(settings: Settings, events: list[dict], processes: int) -> Measure:
+def processes_throughput(settings: Settings, events: list[dict], processes: int, service: str = "tip",
+                         answered: Callable[[dict], bool] | None = None) -> Measure:
     """``processes`` tip processes, already settled in their group with the partitions shared,
     then the events published at once; the rate is taken from the first to the last prediction's
     broker timestamp. Publishing only after the group settles keeps start-up, joins and the
@@ -256,16 +268,20 @@ def processes_throughput(settings: Settings, events: list[dict], processes: int)
     How busy the machine's cores were from the first to the last prediction (services, broker and
     this reader) says whether a second process had a core to itself."""
     scoped = contract_topics(settings, f"procs-{processes}")
-    procs = start_services(scoped, processes)
+    procs = start_services(scoped, processes, service=service)
+    expected = sum(map(answered, events)) if answered else len(events)
     try:
-        wait_for_group(scoped, processes)
+        wait_for_group(scoped, processes, service=service)
         with CpuSampler() as cpu:
             publish_at_once(scoped, scoped.topics.events, events)
-            stamps = sorted(read_timestamps(scoped, scoped.topics.predictions("tip"), len(events), 300).values())
+            stamps = sorted(read_timestamps(scoped, scoped.topics.predictions(service), expected, 300).values())
         busy = cpu.busy_between(stamps[0] / 1000, stamps[-1] / 1000) if len(stamps) > 1 else None
     finally:
         stop_services(procs)
-    return Measure(len(stamps), (stamps[-1] - stamps[0]) / 1000 if len(stamps) > 1 else 0.0, busy)
+    # events per second: all the events published, over the first to the last prediction
+    scored_all = len(stamps) == expected
+    return Measure(len(events) if scored_all else len(stamps), (stamps[-1] - stamps[0]) / 1000 if len(stamps) > 1
+                   else 0.0, busy)
 
 
 def replay_throughput(settings: Settings, source: str, path) -> Measure:

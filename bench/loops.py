@@ -13,17 +13,19 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import cache
 
 import numpy as np
 from confluent_kafka import Producer, TopicPartition
 
 from consumers.runtime import Runtime
+from consumers.scoring import RideMemory, ServiceSpec, score_batch
 from consumers.services import TIP
 from shared.contract.codec import decode_event, encode_dict
-from shared.contract.events import prediction_record
 from shared.data import simulator
 from shared.data.tlc import sample_trips
 from shared.kafka.clients import flush_all, make_consumer, make_producer, produce
@@ -42,9 +44,33 @@ class Measure:
         return self.events / self.seconds if self.seconds > 0 else 0.0
 
 
+@cache
+def calibration() -> simulator.Calibration:
+    """The simulator fitted to the shipped real sample (once per process)."""
+    return simulator.fit(sample_trips())
+
+
+def lifecycles(n: int, seed: int = 0) -> list[dict]:
+    """``n`` events of whole simulated ride lifecycles in event-time order, as the backend's
+    simulator makes them: each ride's request, start, a progress event a minute and completion,
+    in their natural proportions (the rides last in time may be cut short)."""
+    rides_n = max(1, n // 15 + 1)
+    while True:
+        rides = simulator.simulate(calibration(), rides_n, seed=seed)
+        events = simulator.lifecycle_events(rides, simulator.progress(rides, seed=seed), f"l{seed}")
+        if len(events) >= n:
+            return events[:n]
+        rides_n = int(rides_n * n / max(len(events), 1) * 1.1) + 1
+
+
+def mix(events: list[dict]) -> dict[str, int]:
+    """How many events of each type."""
+    return dict(Counter(e["event_type"] for e in events))
+
+
 def ride_requests(n: int, seed: int = 0) -> list[dict]:
     """``n`` simulated ride_requested events (contract dicts), fitted to the real sample."""
-    cal = simulator.fit(sample_trips())
+    cal = calibration()
     rides = simulator.simulate(cal, n, seed=seed)
     stamps = np.datetime_as_string((rides["requested_s"].to_numpy() * 1000).astype("datetime64[ms]"),
                                    unit="ms", timezone="UTC").tolist()
@@ -94,9 +120,10 @@ def passthrough(settings: Settings, source: str, sink: str, n: int, timeout: flo
     return Measure(moved, seconds)
 
 
-def shipped(settings: Settings, source: str, sink: str, models: dict[str, Model], n: int, timeout: float = 300) -> Measure:
-    """The tip service's own runtime, as `ridestream consume tip` runs it."""
-    runtime = Runtime(TIP, settings, models, group_id=_group(settings, "ridestream"), input_topic=source,
+def shipped(settings: Settings, source: str, sink: str, models: dict[str, Model], n: int, timeout: float = 300,
+            spec: ServiceSpec = TIP) -> Measure:
+    """A service's own runtime (the tip service's by default), as `ridestream consume SERVICE` runs it."""
+    runtime = Runtime(spec, settings, models, group_id=_group(settings, "ridestream"), input_topic=source,
                       output_topic=sink)
     return _timed(runtime, n, timeout)
 
@@ -116,8 +143,9 @@ def under_plan(settings: Settings, source: str, sink: str, models: dict[str, Mod
 
 
 def _timed(runtime: Runtime, n: int, timeout: float) -> Measure:
-    """Run ``runtime`` in a thread until it has made ``n`` predictions; the clock starts when the
-    first batch arrives and stops when the n-th prediction is handed to the producer."""
+    """Run ``runtime`` in a thread until it has taken ``n`` events; the clock starts when the
+    first batch arrives and stops when the predictions of the n-th event are handed to the producer
+    (on ride_requested events alone, each event is one prediction of the tip service)."""
     started: list[float] = []
     process = runtime.process
 
@@ -130,12 +158,12 @@ def _timed(runtime: Runtime, n: int, timeout: float) -> Measure:
     worker = threading.Thread(target=runtime.run, daemon=True)
     worker.start()
     deadline = time.monotonic() + timeout
-    while runtime.totals.predictions < n and time.monotonic() < deadline and worker.is_alive():
+    while runtime.totals.consumed < n and time.monotonic() < deadline and worker.is_alive():
         time.sleep(0.01)
     ended = time.monotonic()
     runtime.stop()
     worker.join(60)
-    return Measure(runtime.totals.predictions, ended - started[0] if started else 0.0)
+    return Measure(runtime.totals.consumed, ended - started[0] if started else 0.0)
 
 
 def topic_size(settings: Settings, topic: str) -> int:
@@ -152,11 +180,14 @@ def topic_size(settings: Settings, topic: str) -> int:
         consumer.close()
 
 
-def naive(settings: Settings, source: str, sink: str, model: Model, n: int, max_seconds: float = 20.0) -> Measure:
-    """One message at a time: poll, validate, predict one row, produce (and wait), commit."""
+def naive(settings: Settings, source: str, sink: str, models: dict[str, Model], n: int, max_seconds: float = 20.0,
+          spec: ServiceSpec = TIP) -> Measure:
+    """One message at a time: poll, validate, predict it (scikit-learn, one row), produce (and
+    wait), commit — with the service's own rules (and ride memory), so any event mix is answered."""
     consumer = make_consumer(settings, _group(settings, "naive"))
     producer = make_producer(settings, **{"linger.ms": 0})
     consumer.subscribe([source])
+    memory = RideMemory(spec.memory_size)
     done, started = 0, None
     deadline = time.monotonic() + max_seconds + 30
     while done < n and time.monotonic() < deadline:
@@ -167,10 +198,9 @@ def naive(settings: Settings, source: str, sink: str, model: Model, n: int, max_
             started = time.monotonic()
             deadline = started + max_seconds  # bounded in time as well as in count
         event = decode_event(msg.value())
-        value = float(model.predict_events([event])[0])
-        prediction = prediction_record("tip", model.version, event.ride_id, event.event_id, event.event_time,
-                                       round(value, 3), datetime.now(timezone.utc))
-        producer.produce(sink, key=msg.key(), value=encode_dict(prediction))
+        for part in score_batch(spec, models, memory, [event], datetime.now(timezone.utc)).parts:
+            for key, value in zip(part.keys(), part.encoded()):
+                producer.produce(sink, key=key, value=value)
         producer.flush(10)
         consumer.commit(message=msg, asynchronous=False)
         done += 1

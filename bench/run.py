@@ -9,7 +9,8 @@ import platform
 import statistics
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -26,6 +27,8 @@ from bench.delivery import DeliveryResult  # noqa: E402
 from bench.fleet import Latency  # noqa: E402
 from bench.loops import Measure, naive, passthrough, preproduce, ride_requests, shipped  # noqa: E402
 from bench.rollout import MODES, RolloutModes, RolloutResult, SwapResult  # noqa: E402
+from bench.startup import StartupResult, run_startup  # noqa: E402
+from bench.startup import markdown as startup_markdown  # noqa: E402
 from shared.contract.topics import TopicSpec, create_topics  # noqa: E402
 from shared.kafka.clients import make_admin  # noqa: E402
 from shared.kafka.settings import Settings  # noqa: E402
@@ -50,6 +53,10 @@ class BenchConfig:
     swap_rate: float = 1000.0  # the live swap's offered events/s (for latency_seconds)
     delivery: bool = True  # with ``fleet``: exactly-once beside at-least-once (bench.delivery)
     delivery_rates: tuple[float, ...] = (1000.0, 5000.0)
+    startup: bool = True  # with ``fleet``: --help, each service's RSS at a steady stream, start → first prediction
+    startup_repeat: int = 3
+    startup_rate: float = 1000.0  # the steady stream the services' RSS is sampled under (whole lifecycles)
+    startup_seconds: float = 10.0
 
 
 @dataclass
@@ -65,6 +72,7 @@ class BenchResult:
     drift_off: list[Measure] = field(default_factory=list)  # "batched" with drift counting off (RIDESTREAM_DRIFT)
     delivery: DeliveryResult | None = None  # exactly-once vs at-least-once
     notes: list[str] = field(default_factory=list)
+    startup: StartupResult | None = None
 
     def processes_summary(self) -> dict[str, float]:
         out = {n: statistics.median(m.per_s for m in runs) for n, runs in self.processes.items()}
@@ -114,6 +122,7 @@ class BenchResult:
             "swap_latency": self.swap.as_json() if self.swap and self.swap.runs["swap"] else None,
             "drift": drift_json(self),
             "delivery": self.delivery.as_json() if self.delivery and self.delivery.throughput else None,
+            "startup": self.startup.as_json() if self.startup else None,
             "notes": self.notes,
             "config": self.config.__dict__,
             "machine": machine(),
@@ -153,9 +162,16 @@ def bench_topics(settings: Settings) -> set[str]:
 def run(settings: Settings, cfg: BenchConfig, phase: Callable[[str], None] = lambda _: None) -> BenchResult:
     """One run; the topics it made are deleted afterwards, whatever happens (a run makes ~15 and
     would otherwise fill the broker: hundreds of partitions per run)."""
+    with topics_deleted_after(settings, phase):
+        return _measure(settings, cfg, phase)
+
+
+@contextmanager
+def topics_deleted_after(settings: Settings, phase: Callable[[str], None] = lambda _: None) -> Iterator[None]:
+    """Delete the bench topics made inside the block when it ends, whatever happens."""
     before = bench_topics(settings)
     try:
-        return _measure(settings, cfg, phase)
+        yield
     finally:
         made = sorted(bench_topics(settings) - before)
         if made:
@@ -218,7 +234,8 @@ def _phases(settings: Settings, cfg: BenchConfig, phase: Callable[[str], None], 
                 runs[mode] = modes.measure(mode, source, sink, served, cfg.events)
             result.rollout.rounds.append(runs)
         phase(f"round {i + 1}/{cfg.repeat}: naive")
-        result.runs["naive"].append(naive(settings, source, sink, model, cfg.naive_events, cfg.naive_seconds))
+        result.runs["naive"].append(naive(settings, source, sink, {"tip": model}, cfg.naive_events,
+                                                  cfg.naive_seconds))
         if python:
             phase(f"round {i + 1}/{cfg.repeat}: Quix Streams")
             result.runs["quix"].append(quix.quix(settings, python, source, cfg.partitions, cfg.naive_events,
@@ -254,6 +271,10 @@ def _phases(settings: Settings, cfg: BenchConfig, phase: Callable[[str], None], 
             result.delivery = result.delivery or DeliveryResult(cfg.delivery_rates)
             delivery.measure_round(result.delivery, settings, i, ride_requests(cfg.process_events, seed=50 + i),
                                    cfg.latency_seconds, lambda text: phase(f"round {i + 1}/{cfg.repeat}: {text}"))
+    if cfg.fleet and cfg.startup:
+        phase("start-up and footprint: --help, each service's RSS at a steady stream, start → first prediction")
+        result.startup = run_startup(settings, repeat=cfg.startup_repeat, rate=cfg.startup_rate,
+                                     seconds=cfg.startup_seconds)
     return result
 
 
@@ -317,6 +338,8 @@ def markdown(result: BenchResult) -> str:
     if result.replay:
         lines += ["", f"Replay of the {result.config.events:,} events to a file: "
                       f"{statistics.median(m.per_s for m in result.replay):,.0f} events/s."]
+    if result.startup:
+        lines += ["", *startup_markdown(result.startup.as_json())]
     return "\n".join(lines) + "\n"
 
 

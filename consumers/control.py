@@ -29,7 +29,7 @@ from shared.kafka.clients import flush_all, make_consumer, make_producer, produc
 from shared.kafka.reading import ReadTimeout
 from shared.kafka.reading import read_to_end as read_topic
 from shared.kafka.settings import Settings
-from shared.ml.artifacts import Model, load_model, probe_features
+from shared.ml.artifacts import Model, cached_probe, load_model
 
 log = logging.getLogger("ridestream.control")
 
@@ -249,6 +249,6 @@ class PlanFollower:
         if self.settings.native_models:
             model.accelerate(self.settings.compiled_dir, self.settings.predict_threads)
         predict = model.native or model.estimator.predict
-        predict(probe_features(name, rows=32))  # warm: the first call after a load pays for the rest
+        predict(cached_probe(name, self.settings.compiled_dir)[:32])  # warm: the first call after a load pays for the rest
         self.loaded[(name, version)] = model
         return model

@@ -21,6 +21,7 @@ Promises (DESIGN.md):
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import logging
 import threading
@@ -115,6 +116,15 @@ def steady_gc(first_threshold: int = 50_000) -> Iterator[None]:
         gc.unfreeze()
 
 
+def release_free_memory() -> None:
+    """Hand the C heap's free pages back to the system (glibc's ``malloc_trim``): what loading and
+    checking the models freed would otherwise stay in the process's resident memory for good."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 class Runtime:
     """Runs one service process. ``stop()`` (or SIGTERM via the CLI) drains and returns."""
 
@@ -198,6 +208,7 @@ class Runtime:
             if model.accelerate(self.settings.compiled_dir, self.settings.predict_threads):
                 log.info("%s %s: serving from compiled trees (ready in %.1fs)", name, model.version,
                          time.monotonic() - started)
+        release_free_memory()
 
     def run(self) -> BatchResult:
         s = self.settings

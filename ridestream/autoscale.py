@@ -20,8 +20,6 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from confluent_kafka import KafkaException
-
 log = logging.getLogger("ridestream.autoscale")
 
 # One `ridestream consume tip` process, measured by `ridestream bench` (bench/results/latest.json,
@@ -109,6 +107,8 @@ class ServiceScaler:
     def tick(self, now: float | None = None) -> int:
         """Read the lag, apply the rule, start or stop replicas (the newest first); how many run.
         While the broker cannot say (a coordinator moving, a restart), nothing changes."""
+        from confluent_kafka import KafkaException
+
         try:
             total = self.lag()
         except KafkaException as exc:

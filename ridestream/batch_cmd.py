@@ -8,13 +8,12 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from consumers.batch import connect, read_trip_table, score_batch_files, score_batch_trips, shown
-from consumers.report import load_results, render
 from ridestream.console import out
-from shared.kafka.settings import load_settings
 
 
 def _default_url() -> str:
+    from shared.kafka.settings import load_settings
+
     return f"sqlite:///{load_settings().state_dir / 'results.db'}"
 
 
@@ -28,6 +27,8 @@ def score_batch(
     run_id: str = typer.Option(None, help="the run's id; rerunning one replaces its rows"),
 ) -> None:
     """Score trips (files, or a database table) with every service's model, in batches, into the results database."""
+    from consumers.batch import connect, read_trip_table, score_batch_files, score_batch_trips, shown
+
     if bool(input) == bool(input_db):
         raise typer.BadParameter("give the trips with --input FILE… or with --input-db URL --table TABLE (one of them)")
     if input_db and not table:
@@ -58,6 +59,8 @@ def report(
     out_file: Path = typer.Option(Path("reports/dashboard.html"), "--out", help="where the HTML goes"),
 ) -> None:
     """Write a self-contained HTML dashboard of a batch-scoring run."""
+    from consumers.report import load_results, render
+
     runs, preds = load_results(db or _default_url(), run_id)
     out_file.parent.mkdir(parents=True, exist_ok=True)
     out_file.write_text(render(runs, preds))

@@ -3,20 +3,16 @@ and a Quix Streams application, and under deployment plans (shadow, canary, a li
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import typer
-from rich.markdown import Markdown
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from bench.run import BenchConfig, markdown, write
-from bench.run import run as run_bench
 from ridestream.broker_cmd import ensure_local_broker
 from ridestream.console import out
-from shared.kafka.clients import ensure_reachable, make_admin
-from shared.kafka.settings import load_settings
 
 
 def bench(
@@ -35,10 +31,26 @@ def bench(
     rebalance: bool = typer.Option(False, "--rebalance", help="measure rebalances instead: how long partitions stand "
                                                                "still when a replica joins, leaves or dies, classic "
                                                                "protocol vs KIP-848"),
-    quick: bool = typer.Option(False, "--quick", help="with --web or --rebalance: every phase, small (checks that it runs)"),
+    service: str = typer.Option(None, "--service", help="duration, tip, cost or all: each service on whole ride "
+                                "lifecycles (passthrough, ridestream, naive, latency beside echo, 1 vs 2 processes); "
+                                "default output bench/results/services.json"),
+    quick: bool = typer.Option(False, "--quick", help="with --web, --rebalance or --service: every phase, small "
+                               "(checks that it runs)"),
+    startup: bool = typer.Option(True, help="measure start-up and footprint: --help, each service's RSS at a "
+                                            "steady stream, process start → first prediction (trees cached)"),
+    startup_only: bool = typer.Option(False, "--startup-only", help="only the start-up and footprint phase "
+                                      "(default output bench/results/startup.json)"),
+    replay_memory: bool = typer.Option(False, "--replay-memory", help="only the peak RSS of streamed replays to "
+                                       "Parquet of 0.4 M and 4 M events (default bench/results/replay-memory.json)"),
+    replay_service: str = typer.Option("duration", help="with --replay-memory: the service replayed"),
 ) -> None:
     """Measure, in one run on the same events: passthrough, ridestream, naive, Quix Streams, and ridestream
     under a shadow plan and a 50 % canary; print the ratios."""
+    from bench.run import BenchConfig, markdown, write
+    from bench.run import run as run_bench
+    from shared.kafka.clients import ensure_reachable, make_admin
+    from shared.kafka.settings import load_settings
+
     settings = load_settings()
     ensure_local_broker(settings)
     ensure_reachable(make_admin(settings), settings)
@@ -48,9 +60,16 @@ def bench(
     if rebalance:
         _bench_rebalance(settings, output or Path("bench/results/rebalance.json"), quick)
         return
+    if service is not None:
+        _bench_services(settings, service, output or Path("bench/results/services.json"), quick,
+                        events=events, repeat=repeat, naive_events=naive_events)
+        return
+    if startup_only or replay_memory:
+        _bench_section(settings, output, startup_only, replay_service)
+        return
     output = output or Path("bench/results/latest.json")
     cfg = BenchConfig(events=events, repeat=repeat, naive_events=naive_events, quix=quix, rollout=rollout,
-                      delivery=delivery)
+                      delivery=delivery, startup=startup)
     _measure(lambda phase: run_bench(settings, cfg, phase=phase), write, markdown, output)
 
 
@@ -71,9 +90,61 @@ def _bench_rebalance(settings, output: Path, quick: bool) -> None:
              lambda r: rebalance_markdown(*r), output)
 
 
+def _bench_services(settings, service: str, output: Path, quick: bool, **sizes: int) -> None:
+    from bench.run import BenchConfig
+    from bench.services import SERVICES, quick_config, run_services, write
+    from bench.services import markdown as services_markdown
+
+    if service != "all" and service not in SERVICES:
+        raise typer.BadParameter(f"--service {service!r}: choose duration, tip, cost or all")
+    chosen = SERVICES if service == "all" else (service,)
+    cfg = quick_config() if quick else BenchConfig(**sizes, quix=False, rollout=False, startup=False, delivery=False,
+                                                   latency_rates=(1000.0, 5000.0))
+    _measure(lambda phase: run_services(settings, cfg, chosen, phase=phase), write, services_markdown, output)
+
+
+def _bench_section(settings, output: Path | None, startup: bool, replay_service: str) -> None:
+    """One phase alone: start-up and footprint, or the replays' peak memory."""
+    import json
+
+    from bench.run import machine, topics_deleted_after
+
+    if startup:
+        from bench.startup import markdown as section_markdown
+        from bench.startup import run_startup
+
+        key, output = "startup", output or Path("bench/results/startup.json")
+
+        def run(phase):
+            phase("start-up and footprint: --help, each service at a steady stream, start → first prediction")
+            return run_startup(settings).as_json()
+    else:
+        from bench.replay_memory import markdown as section_markdown
+        from bench.replay_memory import replay_memory
+
+        key, output = "replay_memory", output or Path("bench/results/replay-memory.json")
+
+        def run(phase):
+            return [r.as_json() for r in replay_memory(settings, replay_service, phase=phase)]
+
+    def write(data, path: Path) -> list[Path]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({key: data, "machine": machine(), "load_average": os.getloadavg()}, indent=2) + "\n")
+        path.with_suffix(".md").write_text("\n".join(section_markdown(data)) + "\n")
+        return [path, path.with_suffix(".md")]
+
+    def cleaned(phase):
+        with topics_deleted_after(settings, phase):
+            return run(phase)
+
+    _measure(cleaned, write, lambda data: "\n".join(section_markdown(data)), output)
+
+
 def _measure(run: Callable[[Callable[[str], None]], Any], write_to: Callable[[Any, Path], list[Path]],
              as_markdown: Callable[[Any], str], output: Path) -> None:
     """Run a benchmark with its phases on a spinner, print its Markdown and write its files."""
+    from rich.markdown import Markdown
+
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=out) as bar:
         task = bar.add_task("starting", total=None)
         result = run(lambda text: bar.update(task, description=text))

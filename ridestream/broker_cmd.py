@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
@@ -15,7 +16,9 @@ from broker.local import LocalBroker, fetch_jars
 from broker.secure import PRINCIPALS, Secrets, SecretsError
 from ridestream.console import out
 from shared.errors import ConfigError
-from shared.kafka.settings import Settings, load_settings
+
+if TYPE_CHECKING:  # annotations only: the command line imports these when a command runs
+    from shared.kafka.settings import Settings
 
 app = typer.Typer(help="Run a local Apache Kafka (KRaft): one node, or a cluster of several.", no_args_is_help=True)
 
@@ -95,6 +98,8 @@ def start(
                                 "per part of the fleet (`ridestream broker credentials`)"),
 ) -> None:
     """Start the broker (or cluster) in the background and wait until it answers."""
+    from shared.kafka.settings import load_settings
+
     overrides = {"broker_port": port, "broker_nodes": nodes}
     settings = load_settings(**{k: v for k, v in overrides.items() if v})
     t0 = time.monotonic()
@@ -126,6 +131,8 @@ def _secure_hint(secrets: Secrets | None) -> None:
 @app.command()
 def stop() -> None:
     """Stop the broker and every node of the cluster: SIGTERM for a clean shutdown, SIGKILL after 30 s."""
+    from shared.kafka.settings import load_settings
+
     stopped = [name for name, node in _all_local(load_settings()) if node.stop()]
     if not stopped:
         out.print("the broker was not running")
@@ -136,6 +143,8 @@ def stop() -> None:
 @app.command()
 def status() -> None:
     """Whether the broker (and each node of the cluster) runs and answers; exit code 3 if none runs."""
+    from shared.kafka.settings import load_settings
+
     settings = load_settings()
     running = 0
     found = _all_local(settings)
@@ -163,6 +172,8 @@ def logs(
     node: int = typer.Option(None, "--node", min=1, help="only this node of the cluster"),
 ) -> None:
     """Show the broker's log, or each node's (headed by its name)."""
+    from shared.kafka.settings import load_settings
+
     found = [(name, b) for name, b in _all_local(load_settings()) if b.log_file.is_file()]
     if node is not None:
         found = [(name, b) for name, b in found if name == f"node {node}"]
@@ -194,6 +205,8 @@ def credentials(
                                     "password included"),
 ) -> None:
     """The --secure broker's principals; with a name, the `export` lines to connect as it (its password too)."""
+    from shared.kafka.settings import load_settings
+
     settings = load_settings()
     cluster = LocalCluster.existing(settings.state_dir / "cluster", settings.broker_heap)
     secrets = cluster.secrets if cluster is not None and cluster.secure else local_broker(settings).secrets

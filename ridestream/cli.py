@@ -1,4 +1,9 @@
-"""The one command line, ``ridestream …``."""
+"""The one command line, ``ridestream …``.
+
+Each ``*_cmd`` module imports at its top only typer, rich and the standard library; a command
+imports what it needs (Kafka clients, pydantic, scikit-learn, pandas…) inside its function, so
+``ridestream --help`` and a service process load only what they use
+(tests/unit/test_cli_imports.py holds this)."""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import sys
 from ridestream import startup_signals
 
 if __name__ == "__main__" or os.path.basename(sys.argv[0]) == "ridestream":  # the program, not an import
-    startup_signals.install()  # before the heavy imports below: a stop during start-up exits cleanly
+    startup_signals.install()  # before any import below: a stop during start-up exits cleanly
 
 import logging  # noqa: E402
 

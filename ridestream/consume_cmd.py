@@ -7,13 +7,7 @@ import threading
 
 import typer
 
-from consumers.runtime import Runtime
-from consumers.services import SERVICE_SPECS, pick_models
-from consumers.transactions import Fenced
 from ridestream.console import err
-from shared.contract.topics import SERVICES
-from shared.kafka.clients import make_admin, require_topics
-from shared.kafka.settings import load_settings
 
 FENCED_EXIT = 3  # a fenced process stops without a traceback; its supervisor may start a new one
 
@@ -30,6 +24,13 @@ def consume(
 ) -> None:
     """Run one process of a service until SIGTERM or Ctrl-C, which drain it cleanly. It serves each
     model's champion, or what the deployment plan on rides.control says, and follows new plans live."""
+    from consumers.runtime import Runtime
+    from consumers.services import SERVICE_SPECS, pick_models
+    from consumers.transactions import Fenced
+    from shared.contract.topics import SERVICES
+    from shared.kafka.clients import make_admin, require_topics
+    from shared.kafka.settings import load_settings
+
     stopping = threading.Event()  # set by SIGTERM/Ctrl-C, even before the runtime exists
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())

@@ -5,23 +5,19 @@ from __future__ import annotations
 
 import re
 import time
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 
-from consumers.control import ControlWriter, audit_history, latest_plans, read_to_end
-from consumers.rollout import promoted, rolled_back, start_plan
-from consumers.services import SERVICE_SPECS, choose_versions
 from ridestream.console import out
-from shared.contract.control import DeploymentPlan, ModelQuality
-from shared.contract.topics import SERVICES, create_topics
 from shared.errors import RidestreamError
-from shared.kafka.clients import ensure_reachable, make_admin
-from shared.kafka.settings import Settings, load_settings
-from shared.ml.artifacts import load_model, resolve
-from shared.ml.registry import resolve_version
+
+if TYPE_CHECKING:  # annotations only: the command line imports these when a command runs
+    from shared.contract.control import DeploymentPlan
+    from shared.kafka.settings import Settings
 
 app = typer.Typer(help="Roll model versions out in the running fleet: canary, shadow, A/B; promote, roll back.",
                   no_args_is_help=True)
@@ -35,6 +31,8 @@ class DeployError(RidestreamError):
 
 
 def _service(service: str) -> str:
+    from shared.contract.topics import SERVICES
+
     if service not in SERVICES:
         raise typer.BadParameter(f"unknown service {service!r}: choose one of {', '.join(SERVICES)}")
     return service
@@ -59,6 +57,10 @@ def _steps(text: str) -> list[float]:
 
 
 def _connect() -> Settings:
+    from shared.contract.topics import create_topics
+    from shared.kafka.clients import ensure_reachable, make_admin
+    from shared.kafka.settings import load_settings
+
     settings = load_settings()
     admin = make_admin(settings)
     ensure_reachable(admin, settings)
@@ -69,6 +71,9 @@ def _connect() -> Settings:
 
 def _stable_versions(service: str, current: DeploymentPlan | None) -> dict[str, str]:
     """What serves now: the plan in force, else each model's champion in the model store."""
+    from consumers.services import SERVICE_SPECS
+    from shared.ml.artifacts import resolve
+
     if current is not None:
         return dict(current.stable)
     spec = SERVICE_SPECS[service]
@@ -76,6 +81,14 @@ def _stable_versions(service: str, current: DeploymentPlan | None) -> dict[str, 
 
 
 def _begin(service: str, strategy: str, version: list[str], **options) -> tuple[Settings, DeploymentPlan]:
+    from consumers.control import ControlWriter, latest_plans
+    from consumers.rollout import start_plan
+    from consumers.services import SERVICE_SPECS, choose_versions
+    from shared.contract.topics import create_topics
+    from shared.kafka.clients import make_admin
+    from shared.ml.artifacts import load_model
+    from shared.ml.registry import resolve_version
+
     service = _service(service)
     settings = _connect()
     current = latest_plans(settings).get(service)
@@ -139,6 +152,7 @@ def rolling(
     timeout: str = typer.Option("2m", help="longest wait for one replica to swap before everything rolls back"),
 ) -> None:
     """Move the replicas to the candidate one at a time, each seen healthy before the next; then promote."""
+    from consumers.control import ControlWriter
     from consumers.rollout import roll
 
     settings, plan = _begin(service, "rolling", version)
@@ -176,6 +190,7 @@ def switch(
 ) -> None:
     """Make the idle colour live (and, run again, switch back) at a cut-over both colours agree on:
     every event answered once across the switch."""
+    from consumers.control import ControlWriter, latest_plans
     from consumers.rollout import AuditTail, group_replicas, switched, switching
 
     service = _service(service)
@@ -235,6 +250,9 @@ def _cutover(settings: Settings, group: str, reports: dict[str, dict[str, int]])
 
 
 def _end(service: str, action: str) -> None:
+    from consumers.control import ControlWriter, latest_plans
+    from consumers.rollout import promoted, rolled_back
+
     service = _service(service)
     settings = _connect()
     current = latest_plans(settings).get(service)
@@ -277,6 +295,8 @@ def rollback(service: str = SERVICE_ARG) -> None:
 @app.command()
 def history(service: str = SERVICE_ARG, reports: bool = typer.Option(False, help="also the replicas' periodic reports")) -> None:
     """Every plan change and decision for SERVICE, oldest first (rides.control.audit)."""
+    from consumers.control import audit_history
+
     service = _service(service)
     settings = _connect()
     table = Table("time", "plan", "action", "actor", "reason")
@@ -295,6 +315,8 @@ def status(
 ) -> None:
     """The plan in force per service, the share each variant really served, online MAE and
     samples per variant, and the analysis so far."""
+    from shared.contract.topics import SERVICES
+
     services = [_service(service)] if service else list(SERVICES)
     settings = _connect()
     if not watch:
@@ -311,7 +333,10 @@ def status(
 
 def _status(settings: Settings, services: list[str]) -> Group:
     from consumers.analysis import Stats, ab_verdict, canary_verdict
+    from consumers.control import audit_history, latest_plans, read_to_end
     from consumers.rollout import judged_model
+    from consumers.services import SERVICE_SPECS
+    from shared.contract.control import ModelQuality
 
     plans = latest_plans(settings)
     quality: dict[str, ModelQuality] = {}
@@ -402,6 +427,8 @@ def _shadow_pairing(audit, service: str, plan_id: int) -> str:
 
 
 def _champion(name: str) -> str:
+    from shared.ml.artifacts import resolve
+
     try:
         return resolve(name).name
     except RidestreamError:

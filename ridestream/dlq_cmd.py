@@ -8,16 +8,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from consumers.dlq import ledger_topic, read_dead_letters, redrive, summarise
-from consumers.offsets import parse_position
 from ridestream.console import out
-from shared.kafka.clients import make_admin, require_topics
-from shared.kafka.settings import load_settings
 
 app = typer.Typer(help="Read the dead-letter queue and redrive what is now valid.", no_args_is_help=True)
 
 
 def _since(text: str | None) -> datetime | None:
+    from consumers.offsets import parse_position
+
     if text is None:
         return None
     when = parse_position(text)
@@ -29,6 +27,10 @@ def _since(text: str | None) -> datetime | None:
 @app.command()
 def show(since: str = typer.Option(None, help="only what was dead-lettered at or after this ISO 8601 time")) -> None:
     """Reasons, counts per service, first and last time, and a sample message of each."""
+    from consumers.dlq import read_dead_letters, summarise
+    from shared.kafka.clients import make_admin, require_topics
+    from shared.kafka.settings import load_settings
+
     start = _since(since)
     settings = load_settings()
     require_topics(make_admin(settings), settings, [settings.topics.dlq])
@@ -52,6 +54,10 @@ def redrive_cmd(
     dry_run: bool = typer.Option(False, "--dry-run", help="say what would be redriven, publish nothing"),
 ) -> None:
     """Re-publish to rides.events, once, every refused message the contract accepts now."""
+    from consumers.dlq import ledger_topic, redrive
+    from shared.kafka.clients import make_admin, require_topics
+    from shared.kafka.settings import load_settings
+
     start = _since(since)
     settings = load_settings()
     require_topics(make_admin(settings), settings, [settings.topics.dlq, settings.topics.events])

@@ -8,14 +8,8 @@ import typer
 from rich import box
 from rich.table import Table
 
-from consumers.drift_report import build, render
-from consumers.offsets import parse_position
-from consumers.replay import plan
 from ridestream.console import err, out
 from shared.errors import RidestreamError
-from shared.kafka.clients import make_admin, require_topics
-from shared.kafka.settings import load_settings
-from shared.ml.artifacts import MODEL_NAMES, load_model
 
 
 def drift(
@@ -27,6 +21,13 @@ def drift(
 ) -> None:
     """Per-feature PSI and Wasserstein distance of a range of rides.events against each model
     version's training data, the shifted features first, and the models' MAE on its completed rides."""
+    from consumers.drift_report import build, render
+    from consumers.offsets import parse_position
+    from consumers.replay import plan
+    from shared.kafka.clients import make_admin, require_topics
+    from shared.kafka.settings import load_settings
+    from shared.ml.artifacts import MODEL_NAMES, load_model
+
     versions: dict[str, str | None] = dict.fromkeys(MODEL_NAMES)
     for choice in model or []:
         name, sep, version = choice.partition("=")

@@ -4,6 +4,7 @@ and the aliases that name them (``champion``, what the fleet serves; ``challenge
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich import box
@@ -11,18 +12,9 @@ from rich.table import Table
 
 from ridestream.console import out
 from shared.errors import RidestreamError
-from shared.kafka.settings import load_settings
-from shared.ml.artifacts import CHAMPION
-from shared.ml.registry import (
-    VersionInfo,
-    aliases,
-    check_alias_name,
-    delete_alias,
-    list_models,
-    resolve_version,
-    set_alias,
-    versions,
-)
+
+if TYPE_CHECKING:  # annotations only: the command line imports these when a command runs
+    from shared.ml.registry import VersionInfo
 
 app = typer.Typer(help="The model registry: versions and aliases (champion, challenger, …) in the model store.",
                   no_args_is_help=True)
@@ -31,6 +23,8 @@ _CHECKSUM = {"ok": "[green]ok[/]", "none": "[yellow]none[/]", "corrupt": "[red]c
 
 
 def _store(store: Path | None) -> Path:
+    from shared.kafka.settings import load_settings
+
     return store if store is not None else load_settings().model_store
 
 
@@ -39,12 +33,16 @@ def _mae(value: float | None) -> str:
 
 
 def _aliases(v: VersionInfo) -> str:
+    from shared.ml.artifacts import CHAMPION
+
     return ", ".join(f"[bold]{a}[/]" if a == CHAMPION else a for a in v.aliases) or "-"
 
 
 @app.command("list")
 def list_(store: Path = typer.Option(None, "--store", help=_STORE_HELP)) -> None:
     """Every model's versions: aliases, held-out MAE, when created, whether the bytes match the checksum."""
+    from shared.ml.registry import list_models
+
     root = _store(store)
     found = list_models(root)
     if not found:
@@ -67,6 +65,8 @@ def list_(store: Path = typer.Option(None, "--store", help=_STORE_HELP)) -> None
 def show(name: str = typer.Argument(..., metavar="NAME", help="initial_duration, dynamic_duration, tip or cost"),
          store: Path = typer.Option(None, "--store", help=_STORE_HELP)) -> None:
     """One model: its aliases, and each version's metrics and training."""
+    from shared.ml.registry import aliases, versions
+
     root = _store(store)
     listed = versions(name, root)
     out.print(f"[bold]{name}[/] in {root}")
@@ -111,6 +111,8 @@ def alias(
 ) -> None:
     """Point an alias at a version, or move it; moving champion rewrites the model's CURRENT, the
     version the fleet serves, once the version passes the artifact checks."""
+    from shared.ml.registry import check_alias_name, delete_alias, resolve_version, set_alias
+
     root = _store(store)
     if delete:
         if version is not None:

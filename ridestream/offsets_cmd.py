@@ -5,11 +5,8 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from consumers.offsets import group_offsets, parse_position, reset_group
 from ridestream.console import out
 from shared.errors import RidestreamError
-from shared.kafka.clients import make_admin, make_consumer, require_topics
-from shared.kafka.settings import load_settings
 
 app = typer.Typer(help="Show or reset a consumer group's offsets.", no_args_is_help=True)
 
@@ -18,6 +15,10 @@ app = typer.Typer(help="Show or reset a consumer group's offsets.", no_args_is_h
 def show(group: str = typer.Argument(..., help="e.g. ridestream-tip"),
          topic: str = typer.Option(None, help="default rides.events")) -> None:
     """Committed offset, end offset and lag per partition."""
+    from consumers.offsets import group_offsets
+    from shared.kafka.clients import make_admin, make_consumer, require_topics
+    from shared.kafka.settings import load_settings
+
     settings = load_settings()
     topic = topic or settings.topics.events
     require_topics(make_admin(settings), settings, [topic])
@@ -42,6 +43,10 @@ def reset(
     topic: str = typer.Option(None, help="default rides.events"),
 ) -> None:
     """Move the group's offsets; refused while the group has active members."""
+    from consumers.offsets import parse_position, reset_group
+    from shared.kafka.clients import make_admin, make_consumer, require_topics
+    from shared.kafka.settings import load_settings
+
     chosen = [p for p, on in (("earliest", to_earliest), ("latest", to_latest), (to_time, to_time is not None)) if on]
     if len(chosen) != 1:
         raise RidestreamError("choose one of --to-earliest, --to-latest, --to-time T")

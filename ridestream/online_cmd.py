@@ -9,12 +9,13 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from consumers.evaluator import EvaluatorTotals, OnlineEvaluator, ensure_quality_topic
 from ridestream.console import err
 from shared.errors import RidestreamError
-from shared.kafka.clients import make_admin, require_topics
-from shared.kafka.settings import load_settings
+
+if TYPE_CHECKING:  # annotations only: the command line imports these when a command runs
+    from consumers.evaluator import EvaluatorTotals, OnlineEvaluator
 
 
 def online(metrics_port: int = 0, window_s: float = 600, publish_every_s: float = 5,
@@ -24,6 +25,10 @@ def online(metrics_port: int = 0, window_s: float = 600, publish_every_s: float 
     the figures once more and stop); print a one-line summary. ``metrics_port`` 0 takes
     ``RIDESTREAM_METRICS_PORT`` (0 there too: no /metrics). ``on_tick`` runs in the evaluator's
     loop every ``publish_every_s`` once it has caught up (a rollout controller)."""
+    from consumers.evaluator import OnlineEvaluator, ensure_quality_topic
+    from shared.kafka.clients import make_admin, require_topics
+    from shared.kafka.settings import load_settings
+
     stopping = threading.Event()  # set by SIGTERM/Ctrl-C, even before the evaluator exists
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())

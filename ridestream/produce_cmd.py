@@ -7,17 +7,18 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from producer.backend import Backend, PublishStats
-from producer.sources import simulated, tlc_replay
 from ridestream.console import err
-from shared.contract.topics import describe_topics
-from shared.data import simulator
-from shared.kafka.clients import make_admin, require_topics
-from shared.kafka.settings import Settings, load_settings
-from shared.ml.artifacts import load_model
+
+if TYPE_CHECKING:  # annotations only: the command line imports these when a command runs
+    from shared.kafka.settings import Settings
+
+# the names of shared.data.simulator.DRIFTS, for --help without importing the simulator (pandas);
+# tests/unit/test_cli_imports.py holds the two to agreeing
+DRIFT_NAMES = ("airport-surge", "long-trips", "night", "cash")
 
 
 def produce(
@@ -28,9 +29,16 @@ def produce(
     seed: int = typer.Option(0, help="simulator seed"),
     quiet: bool = typer.Option(False, "--quiet", help="no live progress line"),
     drift: str = typer.Option(None, "--drift", help="shift the simulated traffic mix: "
-                              + ", ".join(simulator.DRIFTS) + " (docs/monitoring.md)"),
+                              + ", ".join(DRIFT_NAMES) + " (docs/monitoring.md)"),
 ) -> None:
     """Publish ride lifecycles to rides.events, each request stamped with the initial estimate."""
+    from producer.backend import Backend, PublishStats
+    from producer.sources import simulated, tlc_replay
+    from shared.data import simulator
+    from shared.kafka.clients import make_admin, require_topics
+    from shared.kafka.settings import load_settings
+    from shared.ml.artifacts import load_model
+
     if drift is not None and drift not in simulator.DRIFTS:
         raise typer.BadParameter(f"{drift!r}: choose from {', '.join(simulator.DRIFTS)}", param_hint="--drift")
     if drift is not None and from_tlc is not None:
@@ -70,6 +78,9 @@ def produce(
 def warn_if_older_than_retention(settings: Settings, oldest_s: float) -> None:
     """The broker deletes messages by their timestamps: trips older than the events topic's
     retention would vanish at its next retention check (every 5 minutes), before anyone replays them."""
+    from shared.contract.topics import describe_topics
+    from shared.kafka.clients import make_admin
+
     (info,) = describe_topics(make_admin(settings), [settings.topics.events])
     age_h = (time.time() - oldest_s) / 3600
     if info is not None and info.retention_ms is not None and 0 <= info.retention_ms < age_h * 3600 * 1000:

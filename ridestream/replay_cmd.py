@@ -8,15 +8,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from consumers.offsets import parse_position
-from consumers.replay import Recorder, plan
-from consumers.replay import replay as run_replay
-from consumers.services import SERVICE_SPECS, pick_models
-from consumers.sinks import FileSink, KafkaSink
 from ridestream.console import err, out
-from shared.contract.topics import SERVICES, TopicSpec, create_topics
-from shared.kafka.clients import make_admin, require_topics
-from shared.kafka.settings import load_settings
 
 
 def replay(
@@ -29,6 +21,15 @@ def replay(
     evaluate: bool = typer.Option(False, "--evaluate", help="MAE per model version against the rides' actuals"),
 ) -> None:
     """Score a fixed range of rides.events with the service's runtime; stops by itself."""
+    from consumers.offsets import parse_position
+    from consumers.replay import Recorder, plan
+    from consumers.replay import replay as run_replay
+    from consumers.services import SERVICE_SPECS, pick_models
+    from consumers.sinks import FileSink, KafkaSink
+    from shared.contract.topics import SERVICES, TopicSpec, create_topics
+    from shared.kafka.clients import make_admin, require_topics
+    from shared.kafka.settings import load_settings
+
     if service not in SERVICES:
         raise typer.BadParameter(f"unknown service {service!r}: choose one of {', '.join(SERVICES)}")
     if output is not None and output_topic is not None:

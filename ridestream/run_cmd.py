@@ -10,18 +10,20 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from confluent_kafka import Consumer, KafkaException, TopicPartition
 from rich.live import Live
 from rich.table import Table
 
 from ridestream.autoscale import COOLDOWN_S, LAG_THRESHOLD, ServiceScaler, fleet_scalers
 from ridestream.broker_cmd import ensure_local_broker
 from ridestream.console import out
-from shared.contract.topics import SERVICES, create_topics
-from shared.kafka.clients import ensure_reachable, make_admin, make_consumer
-from shared.kafka.settings import Settings, load_settings
+
+if TYPE_CHECKING:  # annotations only: the command line imports these when a command runs
+    from confluent_kafka import Consumer, TopicPartition
+
+    from shared.kafka.settings import Settings
 
 RIDESTREAM = [sys.executable, "-m", "ridestream.cli"]
 
@@ -56,12 +58,16 @@ class Offsets:
 
     def _consumer(self, group: str | None = None) -> Consumer:
         """A consumer that never subscribes: it only reads offsets (of ``group``, if given)."""
+        from shared.kafka.clients import make_consumer
+
         group = group or f"{self.settings.namespace}ridestream-run"
         if group not in self.consumers:
             self.consumers[group] = make_consumer(self.settings, group)
         return self.consumers[group]
 
     def partitions(self, topic: str) -> list[TopicPartition]:
+        from confluent_kafka import TopicPartition
+
         meta = self._consumer().list_topics(topic, timeout=5).topics[topic]
         return [TopicPartition(topic, p) for p in meta.partitions]
 
@@ -87,6 +93,8 @@ class Offsets:
 
 
 def _replicas(specs: list[str] | None) -> dict[str, int]:
+    from shared.contract.topics import SERVICES
+
     counts = dict.fromkeys(SERVICES, 1)
     for spec in specs or []:
         name, sep, n = spec.partition("=")
@@ -99,6 +107,8 @@ def _replicas(specs: list[str] | None) -> dict[str, int]:
 def summary(offsets: Offsets, settings: Settings, children: list[Child], previous: Table | None = None) -> Table:
     """The live table; while the broker cannot answer (a new topic without a leader yet, a
     restart), the previous table stays up."""
+    from confluent_kafka import KafkaException
+
     try:
         return _summary(offsets, settings, children)
     except KafkaException:
@@ -106,6 +116,8 @@ def summary(offsets: Offsets, settings: Settings, children: list[Child], previou
 
 
 def _summary(offsets: Offsets, settings: Settings, children: list[Child]) -> Table:
+    from shared.contract.topics import SERVICES
+
     t = settings.topics
     table = Table(title="ridestream — Ctrl-C stops everything", title_justify="left")
     for col in ("", "per second", "total", "lag", "processes"):
@@ -138,6 +150,10 @@ def run(
     web_port: int = typer.Option(8000, help="port of the web service: the rider page, the API (0 = off)"),
 ) -> None:
     """Start the broker if needed, the topics, the backend and the services; show them live."""
+    from shared.contract.topics import create_topics
+    from shared.kafka.clients import ensure_reachable, make_admin
+    from shared.kafka.settings import load_settings
+
     settings = load_settings()
     ensure_local_broker(settings)
     admin = make_admin(settings)
@@ -197,6 +213,8 @@ def run(
 def _autoscalers(settings: Settings, offsets: Offsets, children: list[Child], last_port: int, logs: Path,
                  lag_threshold: int, cooldown: float) -> list[ServiceScaler]:
     """One lag scaler per service (ridestream.autoscale), starting and stopping its processes."""
+    from shared.contract.topics import SERVICES
+
     ports = iter(range(last_port + 1, 65536)) if last_port else None
     serial = dict.fromkeys(SERVICES, 100)  # scaled replicas are named tip-101, tip-102…
 

@@ -6,15 +6,9 @@ import json
 from pathlib import Path
 
 import typer
-from pydantic import TypeAdapter
 
 from ridestream.console import out
 from shared import PROJECT_ROOT
-from shared.contract.backend_state import BackendStateRecord
-from shared.contract.control import AuditRecord, DeploymentPlan, ModelQuality
-from shared.contract.events import Prediction, RideEvent
-from shared.contract.redrive import RedriveRecord
-from shared.contract.state import RideState
 
 app = typer.Typer(help="The wire contract as JSON Schema.", no_args_is_help=True)
 SCHEMA_DIR = PROJECT_ROOT / "schemas"
@@ -22,6 +16,14 @@ SCHEMA_DIR = PROJECT_ROOT / "schemas"
 
 def contract_schemas() -> dict[str, str]:
     """File name → JSON Schema text of each message kind of the contract."""
+    from pydantic import TypeAdapter
+
+    from shared.contract.backend_state import BackendStateRecord
+    from shared.contract.control import AuditRecord, DeploymentPlan, ModelQuality
+    from shared.contract.events import Prediction, RideEvent
+    from shared.contract.redrive import RedriveRecord
+    from shared.contract.state import RideState
+
     docs = {
         "ride_event.schema.json": (TypeAdapter(RideEvent), "ride event", "rides.events (the key is the ride_id)"),
         "prediction.schema.json": (TypeAdapter(Prediction), "prediction",

@@ -5,9 +5,6 @@ from __future__ import annotations
 import typer
 
 from ridestream.console import err
-from shared.contract.topics import create_topics
-from shared.kafka.clients import ensure_reachable, make_admin
-from shared.kafka.settings import load_settings
 
 
 def serve(
@@ -20,6 +17,9 @@ def serve(
     import uvicorn
 
     from producer.web.app import WebConfig, create_app
+    from shared.contract.topics import create_topics
+    from shared.kafka.clients import ensure_reachable, make_admin
+    from shared.kafka.settings import load_settings
 
     if only not in (None, "predict"):
         raise typer.BadParameter(f"--only {only!r}: the one part that runs alone is predict")

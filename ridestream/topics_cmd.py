@@ -6,9 +6,6 @@ import typer
 from rich.table import Table
 
 from ridestream.console import out
-from shared.contract.topics import create_topics, describe_topics
-from shared.kafka.clients import ensure_reachable, make_admin
-from shared.kafka.settings import load_settings
 
 app = typer.Typer(help="Create and describe the contract's topics.", no_args_is_help=True)
 
@@ -19,6 +16,10 @@ def create(
     retention_hours: float = typer.Option(None, help="retention of every topic (default 168)"),
 ) -> None:
     """Create the contract topics (events, predictions, DLQ, control, audit, model quality); those that exist are left as they are."""
+    from shared.contract.topics import create_topics
+    from shared.kafka.clients import ensure_reachable, make_admin
+    from shared.kafka.settings import load_settings
+
     overrides = {"events_partitions": partitions, "retention_hours": retention_hours}
     settings = load_settings(**{k: v for k, v in overrides.items() if v is not None})
     admin = make_admin(settings)
@@ -30,6 +31,10 @@ def create(
 @app.command()
 def describe() -> None:
     """Partitions and retention of the contract topics."""
+    from shared.contract.topics import describe_topics
+    from shared.kafka.clients import ensure_reachable, make_admin
+    from shared.kafka.settings import load_settings
+
     settings = load_settings()
     admin = make_admin(settings)
     ensure_reachable(admin, settings)

@@ -5,26 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.markdown import Markdown
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ridestream.console import out
 from shared import PROJECT_ROOT
-from shared.kafka.settings import load_settings
-from shared.ml.artifacts import CHAMPION, MODEL_NAMES, ModelError, load_model, read_aliases
-from shared.ml.registry import aliases, versions
-from training.candidates import REQUEST_MODELS, distance_only
-from training.data import load_dataset
-from training.evaluate import evaluate as evaluate_models
-from training.evaluate import write_report
-from training.train import TrainConfig, chosen_models
-from training.train import train as train_models
 
 REPORTS_DIR = PROJECT_ROOT / "reports"
 
 
 def _store(models_dir: Path | None) -> Path:
+    from shared.kafka.settings import load_settings
+
     return models_dir if models_dir is not None else load_settings().model_store
 
 
@@ -43,6 +35,13 @@ def train(
 ) -> None:
     """Train the models on real TLC trips into the model store: each new version becomes its
     model's challenger (its champion with --champion, or when it has none yet)."""
+    from shared.ml.artifacts import CHAMPION, MODEL_NAMES, ModelError, read_aliases
+    from shared.ml.registry import aliases, versions
+    from training.candidates import REQUEST_MODELS, distance_only
+    from training.data import load_dataset
+    from training.train import TrainConfig, chosen_models
+    from training.train import train as train_models
+
     store = _store(models_dir)
     cfg = TrainConfig(data=list(data or []), simulated=simulated, seed=seed)
     names = chosen_models(models.split(",") if models else None)
@@ -112,6 +111,13 @@ def evaluate(
 
 
 def _report(models_dir: Path, out_dir: Path) -> None:
+    from rich.markdown import Markdown
+
+    from shared.ml.artifacts import MODEL_NAMES, load_model
+    from training.data import load_dataset
+    from training.evaluate import evaluate as evaluate_models
+    from training.evaluate import write_report
+
     models = {name: load_model(name, models_dir=models_dir) for name in MODEL_NAMES}
     training = models["initial_duration"].metadata["training"]
     data = training["data"] or None

@@ -7,15 +7,11 @@ import time
 import uuid
 from dataclasses import dataclass
 
-import orjson
 import typer
 from rich.live import Live
 from rich.table import Table
 
 from ridestream.console import out
-from shared.contract.topics import SERVICES
-from shared.kafka.clients import ensure_reachable, make_admin, make_consumer
-from shared.kafka.settings import load_settings
 
 
 @dataclass
@@ -66,6 +62,12 @@ def watch(
     seconds: float = typer.Option(None, help="stop after this many seconds"),
 ) -> None:
     """Follow the prediction topics as a rider would see them."""
+    import orjson
+
+    from shared.contract.topics import SERVICES
+    from shared.kafka.clients import ensure_reachable, make_admin, make_consumer
+    from shared.kafka.settings import load_settings
+
     settings = load_settings()
     ensure_reachable(make_admin(settings), settings)
     start = "earliest" if (ride or from_beginning) else "latest"

@@ -10,6 +10,7 @@ model's bytes, training-data fingerprint, library versions, features, metrics);
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -106,7 +107,7 @@ class Model:
         """Serve from compiled trees (:mod:`shared.ml.compiled`) when they reproduce this model's
         predictions on a probe batch; True if they do. Compiling takes seconds, once per version."""
         if self.native is None:
-            native = verified(self.estimator, probe_features(self.name), cache_dir, threads)
+            native = verified(self.estimator, cached_probe(self.name, cache_dir), cache_dir, threads)
             object.__setattr__(self, "native", native)
         return self.native is not None
 
@@ -152,6 +153,33 @@ def probe_features(name: str, rows: int = 1500, seed: int = 0) -> np.ndarray:
     cols["dropoff_zone"] = np.where(np.arange(n) % 3 == 1, (np.arange(n) * 7) % 265 + 1, cols["dropoff_zone"])
     cols["payment_type"] = np.where(np.arange(n) % 4 == 0, np.arange(n) % 6 + 1, cols["payment_type"])
     return request_features(cols)
+
+
+_PROBE_TAG = "probe1"  # part of a cached probe's name: bump when probe_features changes
+
+
+def cached_probe(name: str, cache_dir: Path) -> np.ndarray:
+    """:func:`probe_features` (its default rows), kept as ``.npy`` beside the compiled libraries:
+    a replica starting with them cached checks its trees without reading and cleaning the sample
+    trips again (~12 MB that stay in the process, and part of its start). Named by the model kind,
+    its features and the sample's bytes; any probe is as good a check as another, so a stale one
+    would weaken nothing, but a new sample or feature list makes a new one."""
+    from shared.data.tlc import SAMPLE_TRIPS
+
+    key = hashlib.sha256("\0".join((_PROBE_TAG, _KIND[name], *features_of(name))).encode()
+                         + SAMPLE_TRIPS.read_bytes()).hexdigest()[:16]
+    path = Path(cache_dir) / f"probe-{_KIND[name]}-{key}.npy"
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        probe = probe_features(name)
+        try:
+            buffer = io.BytesIO()
+            np.save(buffer, probe, allow_pickle=False)
+            write_atomic(path, buffer.getvalue())
+        except OSError as exc:  # a read-only cache: checked all the same, from the sample
+            log.info("could not cache the probe batch in %s: %s", cache_dir, exc)
+        return probe
 
 
 def _minor(version: str) -> tuple[str, ...]:

@@ -12,7 +12,8 @@ from tests.integration.fleet import wait_for
 
 def test_quick_bench_runs_every_loop_on_the_same_events(kafka, tmp_path):
     cfg = BenchConfig(events=3000, repeat=1, naive_events=150, naive_seconds=10, partitions=3,
-                      latency_rates=(500.0,), latency_seconds=2, process_events=2000,
+                      latency_rates=(500.0,), latency_seconds=2, process_events=2000, startup_repeat=1,
+                      startup_rate=200.0, startup_seconds=2.0,
                       delivery=False)  # exactly-once vs at-least-once: tests/integration/test_bench_delivery.py
     phases: list[str] = []
     result = run(kafka.settings, cfg, phase=phases.append)
@@ -60,6 +61,10 @@ def test_quick_bench_runs_every_loop_on_the_same_events(kafka, tmp_path):
     assert all(swapped[run]["p99_ms"] > 0 and len(swapped[f"{run}_p99_spread_ms"]) == 2 for run in ("swap", "no_swap"))
     assert "p99_added_ms" in swapped and "swaps_in_window" in swapped
     assert "| shadow |" in paths[1].read_text() and "| live swap |" in paths[1].read_text()
+    startup = data["startup"]
+    assert startup["help_s"] > 0 and set(startup["service_rss_mb"]) == set(startup["first_prediction_s"]) == {
+        "tip", "duration", "cost"}
+    assert "ridestream --help" in paths[1].read_text()
     drift = data["drift"]
     assert drift["on_events_per_s"] > 0 and drift["off_events_per_s"] > 0 and len(drift["cost_per_round"]) == 1
     assert "Drift counting" in paths[1].read_text()

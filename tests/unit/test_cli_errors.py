@@ -60,12 +60,12 @@ def test_a_bad_invocation_is_one_line_and_a_non_zero_exit(argv, expected, tmp_pa
 
 
 def test_an_error_nobody_foresaw_is_still_one_line_and_minus_v_shows_its_traceback(tmp_path, monkeypatch, capsys):
-    from ridestream import batch_cmd
+    from consumers import batch  # score-batch imports it when it runs
 
     def broken(*args, **kwargs):
         raise KeyError("a [bracketed] key")
 
-    monkeypatch.setattr(batch_cmd, "score_batch_files", broken)
+    monkeypatch.setattr(batch, "score_batch_files", broken)
     monkeypatch.setattr(sys, "argv", ["ridestream", "score-batch", "--input", "x.csv", "--db", f"sqlite:///{tmp_path}/r.db"])
     with pytest.raises(SystemExit) as exit_:
         cli.main()
