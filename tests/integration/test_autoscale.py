@@ -29,10 +29,15 @@ def test_run_autoscale_scales_tip_out_on_a_burst_and_back_in(kafka, tmp_path):
 
     log_path = tmp_path / "run.log"
     # threshold 500 (activation 5) against a burst of thousands of events: 3 = the partitions;
-    # a cool-down long enough for the added replicas to join before they are removed
+    # a cool-down long enough for the added replicas to join before they are removed. One event a
+    # batch, each committed before the next, keeps a replica to a few hundred events a second
+    # whatever the machine: a fast start could otherwise drain the burst between two of the
+    # scaler's looks (seen once a start-up got faster)
+    slow = {"RIDESTREAM_BATCH_SIZE": "1", "RIDESTREAM_COMMIT_INTERVAL_MS": "0"}
     run = subprocess.Popen([*RIDESTREAM, "run", "--autoscale", "--lag-threshold", "500", "--cooldown", "20",
                             "--rate", "1", "--metrics-port", "0", "--duration", "240"],
-                           env={**kafka.env(), "COLUMNS": "160"}, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
+                           env={**kafka.env(), "COLUMNS": "160", **slow}, stdout=log_path.open("w"),
+                           stderr=subprocess.STDOUT)
     seen: list[int] = []
     try:
         deadline = time.monotonic() + 200
