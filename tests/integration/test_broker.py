@@ -77,19 +77,22 @@ def test_topic_creation_is_idempotent(kafka):
         (kafka.settings.topics.events, 3), *((kafka.settings.topics.predictions(s), 3) for s in ("duration", "tip", "cost")),
         (kafka.settings.topics.dlq, 1), (kafka.settings.topics.control, 1), (kafka.settings.topics.control_audit, 1),
         (kafka.settings.topics.model_quality, 1), (kafka.settings.topics.backend_state, 3),
+        (kafka.settings.topics.changelog("duration"), 3),  # partitioned like rides.events
     ]
     assert {i.retention_ms for i in infos if not i.compacted} == {7 * 24 * 3600 * 1000}
     assert {i.name for i in infos if i.compacted} == {kafka.settings.topics.control, kafka.settings.topics.model_quality,
-                                                      kafka.settings.topics.backend_state}
+                                                      kafka.settings.topics.backend_state,
+                                                      kafka.settings.topics.changelog("duration")}
 
 
 def test_cli_topics_create_and_describe(kafka):
     env = {**kafka.env(), "RIDESTREAM_EVENTS_PARTITIONS": "4"}
     created = subprocess.run([*RIDESTREAM, "topics", "create"], env=env, capture_output=True, text=True, timeout=60)
     assert created.returncode == 0, created.stderr
-    assert created.stdout.count("created") == 9  # events, 3 predictions, DLQ, control, audit, model quality, backend state
+    # events, 3 predictions, DLQ, control, audit, model quality, backend state, the duration state changelog
+    assert created.stdout.count("created") == 10
     again = subprocess.run([*RIDESTREAM, "topics", "create"], env=env, capture_output=True, text=True, timeout=60)
-    assert again.stdout.count("exists") == 9
+    assert again.stdout.count("exists") == 10
     described = subprocess.run([*RIDESTREAM, "topics", "describe"], env=env, capture_output=True, text=True, timeout=60)
     assert described.returncode == 0
     assert re.search(rf"{re.escape(kafka.settings.topics.events)}\s+│\s+4\s+│", described.stdout)
