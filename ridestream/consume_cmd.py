@@ -7,6 +7,7 @@ import threading
 
 import typer
 
+from ridestream import startup_signals
 from ridestream.console import err
 
 FENCED_EXIT = 3  # a fenced process stops without a traceback; its supervisor may start a new one
@@ -24,6 +25,8 @@ def consume(
 ) -> None:
     """Run one process of a service until SIGTERM or Ctrl-C, which drain it cleanly. It serves each
     model's champion, or what the deployment plan on rides.control says, and follows new plans live."""
+    # the imports below take seconds (scikit-learn, pandas): a stop meanwhile ends the process cleanly
+    startup_signals.install()
     from consumers.runtime import Runtime
     from consumers.services import SERVICE_SPECS, pick_models
     from consumers.transactions import Fenced
@@ -31,6 +34,7 @@ def consume(
     from shared.kafka.clients import make_admin, require_topics
     from shared.kafka.settings import load_settings
 
+    startup_signals.settle()
     stopping = threading.Event()  # set by SIGTERM/Ctrl-C, even before the runtime exists
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
