@@ -1,11 +1,14 @@
 """Reading a topic to its end: the one helper for every "what does this topic hold now" question
 (the control plane's plans and audit, the DLQ and its redrive ledger, the tests' reads).
 
-A partition's end is where the broker says it is (``enable.partition.eof``), not the high
-watermark: a reader at ``read_committed`` (every client of the factory) never receives a
-transaction's commit marker, nor an aborted transaction's records, so an end taken from the high
-watermark may never be reached; the broker's end-of-partition steps over both. Under
-``read_committed`` that end is the last stable offset: a transaction still open is not waited for.
+A partition is read when the broker says its end is reached (``enable.partition.eof``) or when the
+reader's position has passed the high watermark the partition had when reading began. Either
+alone falls short: a reader at ``read_committed`` (every client of the factory) never receives a
+transaction's commit marker nor an aborted transaction's records, so it may never *receive* the
+message at the watermark (its position still moves past them); and librdkafka reports the end only
+from a fetch that comes back empty, which never happens while a writer appends faster than the
+fetch wait (the evaluator publishes every 0.3 s in a test). Under ``read_committed`` the end the
+broker reports is the last stable offset: a transaction still open is not waited for.
 """
 
 from __future__ import annotations
@@ -52,7 +55,8 @@ def read_to_end(settings: Settings, topic: str, since: datetime | None = None, t
         if not parts:
             return
         consumer.assign(parts)
-        open_parts = {tp.partition for tp in parts}
+        ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=settings.connect_timeout_s)[1] for tp in parts}
+        open_parts = {tp.partition for tp in parts if ends[tp.partition] > max(tp.offset, 0)}
         deadline = time.monotonic() + timeout
         while open_parts:
             if time.monotonic() > deadline:
@@ -64,5 +68,8 @@ def read_to_end(settings: Settings, topic: str, since: datetime | None = None, t
                     yield msg
                 elif err.code() == KafkaError._PARTITION_EOF:
                     open_parts.discard(msg.partition())
+            if open_parts:
+                positions = consumer.position([TopicPartition(topic, p) for p in open_parts])
+                open_parts -= {tp.partition for tp in positions if tp.offset >= ends[tp.partition]}
     finally:
         consumer.close()
