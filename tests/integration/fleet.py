@@ -14,8 +14,11 @@ from pathlib import Path
 
 import orjson
 
+from broker.local import LocalBroker, free_port
 from producer.backend import Backend
 from producer.sources import simulated
+from shared.contract.topics import create_topics
+from shared.kafka.clients import make_admin
 from shared.kafka.reading import read_to_end
 from shared.kafka.settings import Settings
 from shared.ml.artifacts import load_model
@@ -56,6 +59,16 @@ class Fleet:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(30)
+
+
+def dedicated_broker(settings: Settings, home: Path) -> tuple[LocalBroker, Settings]:
+    """A fresh local broker of a test's own (one it may stop and restart) under ``home``, with
+    the contract's topics; and ``settings`` pointed at it."""
+    broker = LocalBroker(home / "broker", port=free_port(), controller_port=free_port())
+    broker.start(fresh=True)
+    scoped = settings.model_copy(update={"bootstrap_servers": broker.bootstrap})
+    create_topics(make_admin(scoped), scoped.topic_specs())
+    return broker, scoped
 
 
 def publish(settings: Settings, rides: int, seed: int = 0, rate: float = 0.0, id_prefix: str | None = None) -> list[dict]:

@@ -14,12 +14,10 @@ import orjson
 import pytest
 from confluent_kafka import TopicPartition
 
-from broker.local import LocalBroker, free_port
-from shared.contract.topics import create_topics
-from shared.kafka.clients import make_admin, make_consumer, make_transactional_producer
+from shared.kafka.clients import make_consumer, make_transactional_producer
 from shared.kafka.reading import read_to_end
 from shared.kafka.settings import Settings
-from tests.integration.fleet import Fleet, fleet_env, publish, read_all, values, wait_for
+from tests.integration.fleet import Fleet, dedicated_broker, fleet_env, publish, read_all, values, wait_for
 
 EOS = {"RIDESTREAM_PROCESSING": "exactly_once"}
 ANSWERED = ("ride_requested", "ride_started", "ride_progress")  # what the duration service answers
@@ -96,10 +94,7 @@ def test_three_sigkills_during_100k_events_leave_every_prediction_exactly_once(k
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("java") is None, reason="restarting a broker needs the local one")
 def test_a_broker_restart_mid_stream_leaves_every_prediction_exactly_once(kafka, tmp_path):
-    broker = LocalBroker(tmp_path / "broker", port=free_port(), controller_port=free_port())
-    broker.start(fresh=True)
-    settings = kafka.settings.model_copy(update={"bootstrap_servers": broker.bootstrap})
-    create_topics(make_admin(settings), settings.topic_specs())
+    broker, settings = dedicated_broker(kafka.settings, tmp_path)
     fleet = Fleet(fleet_env({**kafka.env(), "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap}, **EOS))
     group = settings.group_id("duration")
     try:

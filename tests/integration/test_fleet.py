@@ -14,7 +14,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 import consumers.runtime as runtime_module
-from broker.local import LocalBroker, free_port
+from broker.local import free_port
 from consumers.runtime import Runtime
 from consumers.services import TIP
 from shared.contract.codec import decode_event
@@ -22,7 +22,7 @@ from shared.contract.events import Prediction
 from shared.contract.topics import create_topics
 from shared.kafka.clients import make_admin, make_consumer, make_producer
 from shared.ml.artifacts import Model, load_model
-from tests.integration.fleet import Fleet, fleet_env, publish, read_all, values, wait_for
+from tests.integration.fleet import Fleet, dedicated_broker, fleet_env, publish, read_all, values, wait_for
 
 
 @pytest.fixture
@@ -232,10 +232,7 @@ def test_scaling_out_and_in_while_events_flow(kafka, fleet):
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("java") is None, reason="restarting a broker needs the local one")
 def test_services_recover_by_themselves_when_the_broker_comes_back(kafka, tmp_path):
-    broker = LocalBroker(tmp_path / "broker", port=free_port(), controller_port=free_port())
-    broker.start(fresh=True)
-    settings = kafka.settings.model_copy(update={"bootstrap_servers": broker.bootstrap})
-    create_topics(make_admin(settings), settings.topic_specs())
+    broker, settings = dedicated_broker(kafka.settings, tmp_path)
     f = Fleet(fleet_env({**kafka.env(), "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap}))
     try:
         proc = f.start("tip")
@@ -327,7 +324,6 @@ def test_the_backend_warns_when_the_trips_are_older_than_the_topics_keep_them(ka
     """A 7-day retention and trips of 2019: the broker would delete them at its next retention check."""
     import pandas as pd
 
-    from shared.contract.topics import create_topics
     from shared.data.tlc import SAMPLE_TRIPS
     from shared.kafka.clients import make_admin
     from tests.integration.fleet import RIDESTREAM
