@@ -55,8 +55,9 @@ def read_to_end(settings: Settings, topic: str, since: datetime | None = None, t
         if not parts:
             return
         consumer.assign(parts)
-        ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=settings.connect_timeout_s)[1] for tp in parts}
-        open_parts = {tp.partition for tp in parts if ends[tp.partition] > max(tp.offset, 0)}
+        ends = {tp.partition: _high_watermark(consumer, tp, settings.connect_timeout_s) for tp in parts}
+        open_parts = {tp.partition for tp in parts
+                      if ends[tp.partition] is None or ends[tp.partition] > max(tp.offset, 0)}
         deadline = time.monotonic() + timeout
         while open_parts:
             if time.monotonic() > deadline:
@@ -70,6 +71,16 @@ def read_to_end(settings: Settings, topic: str, since: datetime | None = None, t
                     open_parts.discard(msg.partition())
             if open_parts:
                 positions = consumer.position([TopicPartition(topic, p) for p in open_parts])
-                open_parts -= {tp.partition for tp in positions if tp.offset >= ends[tp.partition]}
+                open_parts -= {tp.partition for tp in positions
+                               if ends[tp.partition] is not None and tp.offset >= ends[tp.partition]}
     finally:
         consumer.close()
+
+
+def _high_watermark(consumer: Any, tp: TopicPartition, timeout: float) -> int | None:
+    """The partition's high watermark now; None if the broker cannot say yet (a leader moving):
+    then the broker's end-of-partition alone ends the read."""
+    try:
+        return consumer.get_watermark_offsets(tp, timeout=timeout)[1]
+    except KafkaException:
+        return None
