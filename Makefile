@@ -14,7 +14,7 @@ run: install
 	$(BIN)/ridestream run
 
 test: install browser postgres kubeconform monitoring
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 # headless Chromium renders the dashboard and drives the rider page (chromedriver) in tests;
 # installed from Debian where we are root

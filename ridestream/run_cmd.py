@@ -34,6 +34,7 @@ class Child:
     args: list[str]
     log: Path
     proc: subprocess.Popen | None = None
+    overran: float | None = None  # the drain it did not finish in, before it was killed
 
     def start(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
@@ -41,6 +42,13 @@ class Child:
             # its own session: Ctrl-C reaches only `run`, which stops the children in order
             self.proc = subprocess.Popen([*RIDESTREAM, *self.args], stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True)
+
+    @property
+    def why(self) -> str:
+        """How it ended, for the line that names a child that failed."""
+        if self.overran is not None:
+            return f"did not stop within {self.overran:.0f} s and was killed; its threads' stacks end {self.log}"
+        return f"{self.state}, see {self.log}"
 
     @property
     def state(self) -> str:
@@ -205,7 +213,7 @@ def run(
         offsets.close()
     failed = [c for c in children if c.proc and c.proc.returncode not in (0, -signal.SIGTERM)]
     if failed:
-        out.print(f"[red]stopped with errors[/]: {', '.join(f'{c.name} ({c.state}, see {c.log})' for c in failed)}")
+        out.print(f"[red]stopped with errors[/]: {', '.join(f'{c.name} ({c.why})' for c in failed)}")
         raise typer.Exit(1)
     out.print("\nstopped cleanly" + ("; the local broker keeps running (`ridestream broker stop`)" if settings.uses_local_broker else ""))
 
@@ -247,5 +255,8 @@ def _stop_children(children: list[Child], timeout: float = 30.0) -> None:
         try:
             c.proc.wait(max(deadline - time.monotonic(), 0.1))
         except subprocess.TimeoutExpired:
+            c.proc.send_signal(signal.SIGUSR1)  # its threads' stacks to its log: why it did not stop
+            time.sleep(0.5)
             c.proc.kill()
             c.proc.wait()
+            c.overran = timeout

@@ -2,10 +2,15 @@
 pandas, …) is remembered instead of killing the process on the spot: a service stopped during
 start-up then exits cleanly (0) — nothing was consumed or produced — rather than dying by the
 signal. :func:`install` runs first thing in ``ridestream.cli``; :func:`settle` once the imports
-are done, before a command runs and installs its own handlers."""
+are done, before a command runs and installs its own handlers.
+
+:func:`install` also makes SIGUSR1 write every thread's stack to stderr (the process's log under
+``ridestream run``) and go on: what a process that does not stop, or stalls, is doing —
+``ridestream run`` sends it before it kills a child that overran its drain."""
 
 from __future__ import annotations
 
+import faulthandler
 import signal
 import sys
 from types import FrameType
@@ -18,6 +23,8 @@ def _remember(signum: int, _frame: FrameType | None) -> None:
 
 
 def install() -> None:
+    if hasattr(signal, "SIGUSR1"):
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _remember)
 

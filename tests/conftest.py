@@ -5,13 +5,16 @@
 3. otherwise ridestream's own local JVM broker (``broker/``), on free ports in a temporary
    directory.
 
-The broker is started once per test session; the ``kafka`` fixture gives each test its own
+The broker is started once per test session — with pytest-xdist (``-n 2``, as ``make test`` runs)
+once by the controller, for all its workers; the ``kafka`` fixture gives each test its own
 namespace, so its topics and consumer groups are its own.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,6 +40,32 @@ def _docker_answers() -> bool:
         return False
 
 
+_WORKERS_BROKER = "PYTEST_RIDESTREAM_BROKER"  # the controller's broker, for its xdist workers
+_broker_key = pytest.StashKey[tuple[LocalBroker, Path]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under xdist, the controller starts the one local broker its workers share (they inherit the
+    environment it spawns them with): one JVM and one page cache on a 2-core machine, not one per worker."""
+    workers = config.getoption("numprocesses", default=None)
+    if not workers or hasattr(config, "workerinput") or os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or _docker_answers():
+        return
+    home = Path(tempfile.mkdtemp(prefix="ridestream-test-broker-"))
+    broker = LocalBroker(home / "session", port=free_port(), controller_port=free_port())
+    broker.start(fresh=True)
+    config.stash[_broker_key] = (broker, home)
+    os.environ[_WORKERS_BROKER] = broker.bootstrap
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    started = config.stash.get(_broker_key, None)
+    if started:
+        broker, home = started
+        broker.stop()
+        os.environ.pop(_WORKERS_BROKER, None)
+        shutil.rmtree(home, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def local_broker_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("brokers")
@@ -45,7 +74,7 @@ def local_broker_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def kafka_bootstrap(local_broker_home: Path) -> Iterator[str]:
     """The bootstrap address of the session's real Kafka broker."""
-    existing = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    existing = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or os.environ.get(_WORKERS_BROKER)
     if existing:
         yield existing
         return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -91,6 +92,18 @@ def read_all(settings: Settings, topic: str, timeout: float = 30) -> list:
 
 def values(msgs: list) -> list[dict]:
     return [orjson.loads(m.value()) for m in msgs]
+
+
+def failed_children_logs(output: str, lines: int = 40) -> str:
+    """The last lines of the log of each child `ridestream run` named as failed (what it was doing
+    when it was killed), for an assertion's message: a CI run leaves nothing else behind."""
+    at = output.find("stopped with errors")
+    failed = output[at:] if at >= 0 else ""  # wrapped at the console's width, never inside a path
+    tails = []
+    for path in dict.fromkeys(re.findall(r"(/\S+?\.log)\b", failed)):
+        text = Path(path).read_text(errors="replace").splitlines() if Path(path).exists() else ["(no log)"]
+        tails.append(f"--- {path}\n" + "\n".join(text[-lines:]))
+    return "\n".join(tails)
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 90, every: float = 0.5) -> bool:

@@ -10,8 +10,9 @@ import time
 
 from confluent_kafka import KafkaException
 
+from broker.local import free_port
 from shared.kafka.clients import make_admin
-from tests.integration.fleet import RIDESTREAM, publish, read_all, values, wait_for
+from tests.integration.fleet import RIDESTREAM, failed_children_logs, publish, read_all, values, wait_for
 
 
 def test_run_autoscale_scales_tip_out_on_a_burst_and_back_in(kafka, tmp_path):
@@ -35,7 +36,8 @@ def test_run_autoscale_scales_tip_out_on_a_burst_and_back_in(kafka, tmp_path):
     # threshold 500 (activation 5) against a burst of thousands of events: 3 = the partitions;
     # a cool-down long enough for the added replicas to join before they are removed
     run = subprocess.Popen([*RIDESTREAM, "run", "--autoscale", "--lag-threshold", "500", "--cooldown", "20",
-                            "--rate", "1", "--metrics-port", "0", "--duration", "240"],
+                            "--rate", "1", "--metrics-port", "0", "--duration", "240",
+                            "--web-port", str(free_port())],
                            env={**kafka.env(), "COLUMNS": "160"}, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
     seen: list[int] = []
     try:
@@ -57,7 +59,7 @@ def test_run_autoscale_scales_tip_out_on_a_burst_and_back_in(kafka, tmp_path):
     assert max(seen) == s.events_partitions, (seen, output[-3000:])  # out to the partitions, no further
     peak = seen.index(max(seen))
     assert seen[-1] == 1 and all(n <= s.events_partitions for n in seen[peak:]), seen  # and back in
-    assert run.returncode == 0 and "stopped cleanly" in output, output[-3000:]
+    assert run.returncode == 0 and "stopped cleanly" in output, output[-3000:] + failed_children_logs(output)
     requests = {e["event_id"] for e in sent if e["event_type"] == "ride_requested"}
     answered = {p["event_id"] for p in values(read_all(s, s.topics.predictions("tip"))) if not p.get("initial")}
     assert requests <= answered, f"{len(requests - answered)} requests lost"
