@@ -23,8 +23,10 @@ def _remember(signum: int, _frame: FrameType | None) -> None:
 
 
 def install() -> None:
-    if hasattr(signal, "SIGUSR1"):
+    try:
         faulthandler.register(signal.SIGUSR1, all_threads=True)
+    except (AttributeError, ValueError, OSError):  # no SIGUSR1 here, or a stderr without a file (captured)
+        pass
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _remember)
 

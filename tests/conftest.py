@@ -13,6 +13,12 @@ namespace, so its topics and consumer groups are its own.
 from __future__ import annotations
 
 import os
+
+# OpenMP threads (scikit-learn's training and predict) sleep while they wait instead of spinning:
+# with two workers on two cores, spinning threads of one test starved the other's (a 40 s
+# training test ran past its 10-minute timeout). Before anything imports scikit-learn.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import shutil
 import tempfile
 import uuid
