@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -56,6 +56,13 @@ class ServiceMetrics:
     def lag_of(self, partition: int) -> Any:
         """The ``lag`` gauge of ``partition`` for this service."""
         return self._child(self.lag, str(partition))
+
+    def forget_lag(self, partitions: Iterable[int]) -> None:
+        """Stop reporting the lag of partitions that left this replica: their new owner reports
+        it; a gauge left behind would show the lag as it was at the rebalance, for ever."""
+        for partition in partitions:
+            if self._children.pop((self.lag, str(partition)), None) is not None:
+                self.lag.remove(self.service, str(partition))
 
     def _child(self, metric: Any, label: str) -> Any:
         key = (metric, label)

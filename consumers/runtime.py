@@ -726,9 +726,11 @@ class Runtime:
                 offsets.pop((p.topic, p.partition), None)
         if self.state is not None:
             self.state.drop({p.partition for p in partitions})
+        self.metrics.forget_lag(p.partition for p in partitions if p.topic == self.input_topic)
         log.info("revoked %s", [p.partition for p in partitions])
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.metrics.forget_lag(p.partition for p in partitions if p.topic == self.input_topic)
         if self._fenced:
             return
         if self.txn is not None:

@@ -140,3 +140,22 @@ def test_the_lag_gauge_is_refreshed_at_most_every_half_second_and_when_the_strea
     rt._lag_at = time.monotonic() - LAG_EVERY_S
     rt.process(messages(10, 20, seed=3))
     assert lag._value.get() == 10**6 - 30
+
+
+def lag_samples(rt: Runtime) -> dict[str, float]:
+    return {s.labels["partition"]: s.value for m in rt.metrics.registry.collect() for s in m.samples
+            if s.name == "ridestream_consumer_lag"}
+
+
+def test_a_partition_that_leaves_stops_reporting_its_lag():
+    rt, sink, consumer = runtime()
+    sink.acknowledged = True
+    rt.process(messages(10, 0, seed=1))
+    assert lag_samples(rt) == {"0": 10**6 - 10}
+    rt._on_revoke(consumer, [TopicPartition("events", 0)])  # its new owner reports it now
+    assert lag_samples(rt) == {}
+    rt._lag_at = time.monotonic() - LAG_EVERY_S
+    rt.process(messages(10, 0, seed=2))  # back again later: reported again
+    assert lag_samples(rt) == {"0": 10**6 - 10}
+    rt._on_lost(consumer, [TopicPartition("events", 0)])
+    assert lag_samples(rt) == {}
