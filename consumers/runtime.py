@@ -357,7 +357,10 @@ class Runtime:
             self.observe(events)
         scored_at = datetime.now(timezone.utc)
         previous, self._deferred = self._deferred, None
-        with meanwhile(partial(self._emit, previous)) if previous else nullcontext():
+        # the previous batch's output goes out beside this one's longest tree walk (about half the
+        # largest group's rows: a canary splits a group in two)
+        largest = max((len(by_type.get(rule.event_type, ())) for rule in self.spec.rules), default=0)
+        with meanwhile(partial(self._emit, previous), largest // 2) if previous else nullcontext():
             batch.predictions, batch.shadow = self.deployment.score(self.spec, self.memory, by_type, scored_at)
         if self.state is not None:
             batch.state = self.state.records(events, kept)

@@ -56,12 +56,15 @@ _spare = threading.local()  # the task :func:`meanwhile` holds for this thread's
 
 
 @contextmanager
-def meanwhile(task: Callable[[], None]) -> Iterator[None]:
-    """Run ``task`` on this thread while the block's first compiled prediction runs — the trees
-    release the GIL, so the two overlap on two cores — or at the block's end if none ran.
+def meanwhile(task: Callable[[], None], min_rows: int = 0) -> Iterator[None]:
+    """Run ``task`` on this thread while the block's first compiled prediction of at least
+    ``min_rows`` rows runs — the trees release the GIL, so the two overlap on two cores — or at the
+    block's end if none ran. A caller that knows its batch passes its largest group's size (about):
+    the task then overlaps the longest call (the duration service's progress model, not the first,
+    small request ensemble).
 
     If the block raises, ``task`` is dropped: the caller decides what an unfinished task means."""
-    _spare.task = task
+    _spare.task, _spare.min_rows = task, min_rows
     try:
         yield
     except BaseException:
@@ -77,10 +80,11 @@ def _native_thread() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(1, thread_name_prefix="native-predict")
 
 
-def _beside_spare_task(call: Callable[[], np.ndarray]) -> np.ndarray:
-    """``call()``, with this thread's spare task (if any) run meanwhile."""
+def _beside_spare_task(call: Callable[[], np.ndarray], rows: int) -> np.ndarray:
+    """``call()`` on ``rows`` rows, with this thread's spare task (if any, and if the call is large
+    enough for it) run meanwhile."""
     task = getattr(_spare, "task", None)
-    if task is None:
+    if task is None or rows < _spare.min_rows:
         return call()
     _spare.task = None
     running = _native_thread().submit(call)
@@ -222,8 +226,8 @@ def _library(booster: HistGradientBoostingRegressor, cache: Path, threads: int) 
         if X.ndim != 2 or X.shape[1] != features:
             raise ValueError(f"features of shape {X.shape}; the trees take {features} a row")
         if threads > 1 and len(X) >= _SPLIT_FROM:
-            return _beside_spare_task(lambda: _in_parts(run, X, threads))
-        return _beside_spare_task(lambda: run(X))
+            return _beside_spare_task(lambda: _in_parts(run, X, threads), len(X))
+        return _beside_spare_task(lambda: run(X), len(X))
 
     return predict
 

@@ -84,10 +84,22 @@ def test_a_task_runs_on_the_calling_thread_while_the_native_call_runs():
         task_done.set()
 
     with compiled.meanwhile(task):
-        result = compiled._beside_spare_task(native)
+        result = compiled._beside_spare_task(native, 3)
         assert ran_on == [threading.get_ident()]  # done when the call returns, on this thread
-        np.testing.assert_array_equal(compiled._beside_spare_task(native), result)  # the task ran once
+        np.testing.assert_array_equal(compiled._beside_spare_task(native, 3), result)  # the task ran once
     assert ran_on == [threading.get_ident()]
+
+
+def test_the_task_waits_for_a_call_of_at_least_the_rows_it_was_given():
+    ran = []
+    with compiled.meanwhile(lambda: ran.append("beside"), min_rows=100):
+        compiled._beside_spare_task(lambda: ran.append("small") or np.zeros(10), 10)  # too small: alone
+        assert ran == ["small"]
+        compiled._beside_spare_task(lambda: np.zeros(100), 100)
+        assert ran == ["small", "beside"]
+    with compiled.meanwhile(lambda: ran.append("end"), min_rows=100):
+        compiled._beside_spare_task(lambda: np.zeros(10), 10)
+    assert ran == ["small", "beside", "end"]  # no call large enough: at the block's end
 
 
 def test_a_task_without_a_native_call_runs_at_the_end_and_is_dropped_on_an_error():
@@ -115,7 +127,7 @@ def test_a_failing_task_waits_for_the_native_call_before_raising():
         raise ValueError("produce failed")
 
     with pytest.raises(ValueError), compiled.meanwhile(task):
-        compiled._beside_spare_task(native)
+        compiled._beside_spare_task(native, 1)
     assert finished == [True]
 
 
