@@ -151,7 +151,9 @@ class BenchResult:
         return {
             "events_per_s": {loop: round(self.median(loop), 1) if runs else None for loop, runs in self.runs.items()},
             "spread_events_per_s": {loop: [round(x, 1) for x in self.spread(loop)] for loop in self.measured},
-            "runs": {loop: [{"events": m.events, "seconds": round(m.seconds, 4)} for m in ms] for loop, ms in self.runs.items()},
+            "runs": {loop: [{"events": m.events, "seconds": round(m.seconds, 4),
+                             **({"full_window": m.full_window} if m.full_window is not None else {})} for m in ms]
+                     for loop, ms in self.runs.items()},
             "ratios": {k: round(v, 3) for k, v in self.ratios().items()},
             "latency_ms": median_latency(self.latency),
             "latency_runs": {r: [x.__dict__ for x in runs] for r, runs in self.latency.items()},
