@@ -5,7 +5,9 @@
 * naive — the course-style loop: poll one message, validate it, predict one row, produce, commit.
 
 Each returns how many events it scored and the seconds from its first message to its last
-acknowledged output, so start-up and group joins are not counted against anyone.
+acknowledged output, so start-up and group joins are not counted against anyone — or, given a
+:class:`~bench.window.SteadyWindow`, the events and seconds of a steady window sized by time after a
+warm-up (the throughput phases of ``bench.run``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from functools import cache
 import numpy as np
 from confluent_kafka import Producer, TopicPartition
 
+from bench.window import SteadyWindow
 from consumers.runtime import Runtime
 from consumers.scoring import RideMemory, ServiceSpec, score_batch
 from consumers.services import TIP
@@ -38,6 +41,7 @@ class Measure:
     events: int
     seconds: float
     cpu_busy: float | None = None  # share of all the machine's cores busy meanwhile (Linux)
+    full_window: bool | None = None  # sized by time: False when the events ran out before the window's end
 
     @property
     def per_s(self) -> float:
@@ -95,7 +99,9 @@ def _group(settings: Settings, name: str) -> str:
     return f"{settings.namespace}bench-{name}-{uuid.uuid4().hex[:6]}"
 
 
-def passthrough(settings: Settings, source: str, sink: str, n: int, timeout: float = 300) -> Measure:
+def passthrough(settings: Settings, source: str, sink: str, n: int, timeout: float = 300,
+                window: SteadyWindow | None = None) -> Measure:
+    """Consume and produce the same bytes: ``n`` events, or with ``window`` until it is over."""
     consumer = make_consumer(settings, _group(settings, "passthrough"))
     producer = make_producer(settings)
     consumer.subscribe([source])
@@ -105,7 +111,10 @@ def passthrough(settings: Settings, source: str, sink: str, n: int, timeout: flo
         msgs = consumer.consume(num_messages=settings.batch_size, timeout=0.1)
         if not msgs:
             continue
-        started = started or time.monotonic()
+        if started is None:
+            started = time.monotonic()
+            if window is not None:
+                window.tick(0)
         last: dict[int, int] = {}
         for m in msgs:
             if m.error() is None:
@@ -114,18 +123,26 @@ def passthrough(settings: Settings, source: str, sink: str, n: int, timeout: flo
                 moved += 1
         producer.poll(0)
         consumer.commit(offsets=[TopicPartition(source, p, o + 1) for p, o in last.items()], asynchronous=True)
+        if window is not None and window.tick(moved):
+            break
     flush_all(producer)
     seconds = time.monotonic() - (started or time.monotonic())
     consumer.close()
-    return Measure(moved, seconds)
+    return _windowed(window) if window is not None else Measure(moved, seconds)
+
+
+def _windowed(window: SteadyWindow) -> Measure:
+    steady = window.steady()
+    return Measure(steady.events, steady.seconds, full_window=steady.full)
 
 
 def shipped(settings: Settings, source: str, sink: str, models: dict[str, Model], n: int, timeout: float = 300,
-            spec: ServiceSpec = TIP) -> Measure:
-    """A service's own runtime (the tip service's by default), as `ridestream consume SERVICE` runs it."""
+            spec: ServiceSpec = TIP, window: SteadyWindow | None = None) -> Measure:
+    """A service's own runtime (the tip service's by default), as `ridestream consume SERVICE` runs it:
+    ``n`` events, or with ``window`` until it is over."""
     runtime = Runtime(spec, settings, models, group_id=_group(settings, "ridestream"), input_topic=source,
                       output_topic=sink)
-    return _timed(runtime, n, timeout)
+    return _timed(runtime, n, timeout) if window is None else _timed_window(runtime, window, timeout)
 
 
 def under_plan(settings: Settings, source: str, sink: str, models: dict[str, Model], n: int,
@@ -164,6 +181,30 @@ def _timed(runtime: Runtime, n: int, timeout: float) -> Measure:
     runtime.stop()
     worker.join(60)
     return Measure(runtime.totals.consumed, ended - started[0] if started else 0.0)
+
+
+def _timed_window(runtime: Runtime, window: SteadyWindow, timeout: float) -> Measure:
+    """Run ``runtime`` in a thread until ``window`` is over, ticking it when the first batch arrives
+    and as each batch's predictions are handed to the producer (the runtime's ``progress``)."""
+    process, done = runtime.process, [0]
+
+    def timed(msgs):
+        if window.first is None:
+            window.tick(0)
+        return process(msgs)
+
+    def progress(consumed: int) -> None:
+        done[0] += consumed
+        if window.tick(done[0]):
+            runtime.stop()
+
+    runtime.process, runtime.progress = timed, progress
+    worker = threading.Thread(target=runtime.run, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    runtime.stop()
+    worker.join(60)
+    return _windowed(window)
 
 
 def topic_size(settings: Settings, topic: str) -> int:

@@ -1,9 +1,16 @@
-"""One benchmark run: the same pre-produced events through each loop, repeated, as ratios."""
+"""One benchmark run: the same pre-produced events through each loop, repeated, as ratios.
+
+The throughput loops (passthrough, ridestream and the batched peers) are timed over a steady window
+sized by time (``warmup_seconds`` not measured, then ``window_seconds``), on a topic pre-produced
+large enough for the fastest of them to last that long (estimated from a warm-up passthrough;
+``events`` is only a lower bound). The per-message loops (naive, Quix Streams) stay bounded in
+count and time on the ``events`` topic, as do the rollout phases."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import platform
 import statistics
@@ -22,19 +29,23 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from confluent_kafka import KafkaException  # noqa: E402
 
-from bench import delivery, fleet, quix, rollout  # noqa: E402
+from bench import delivery, fleet, peers, rollout  # noqa: E402
 from bench.delivery import DeliveryResult  # noqa: E402
 from bench.fleet import Latency  # noqa: E402
 from bench.loops import Measure, naive, passthrough, preproduce, ride_requests, shipped  # noqa: E402
+from bench.peers import BATCHED, QUIX, Peer, PeerFailed, PeerUnavailable  # noqa: E402
 from bench.rollout import MODES, RolloutModes, RolloutResult, SwapResult  # noqa: E402
 from bench.startup import StartupResult, run_startup  # noqa: E402
 from bench.startup import markdown as startup_markdown  # noqa: E402
+from bench.window import SteadyWindow  # noqa: E402
 from shared.contract.topics import TopicSpec, create_topics  # noqa: E402
 from shared.kafka.clients import make_admin  # noqa: E402
 from shared.kafka.settings import Settings  # noqa: E402
 from shared.ml.artifacts import Model, load_model  # noqa: E402
 
-LOOPS = ("passthrough", "batched", "naive", "quix")
+LOOPS = ("passthrough", "batched", "naive", "quix", "faststream", "faust")
+WINDOWED = ("passthrough", "batched", "faststream", "faust")  # timed over a steady window sized by time
+STEADY_CHUNK = 200_000  # events generated and produced at a time when filling the steady topic
 
 
 @dataclass
@@ -49,6 +60,12 @@ class BenchConfig:
     process_events: int = 100_000  # one process vs two
     fleet: bool = True  # the separate-process phases (latency, processes, replay)
     quix: bool = True  # the Quix Streams peer (its own virtualenv, made on first use)
+    peers: bool = True  # the batched peers, FastStream and Faust (each its own virtualenv, made on first use)
+    warmup_seconds: float = 2.0  # a throughput loop's first seconds, not measured…
+    window_seconds: float = 5.0  # …then its steady window
+    steady_margin: float = 1.5  # the steady topic holds this many times what the warm-up passthrough would move
+    max_steady_events: int = 20_000_000  # the steady topic's cap (a window that runs out says so in the notes)
+    peer_latency_rates: tuple[float, ...] = (5000.0,)  # the batched peers' latency, beside ridestream's
     rollout: bool = True  # shadow and canary vs one model; with ``fleet``, p99 across a live swap
     swap_rate: float = 1000.0  # the live swap's offered events/s (for latency_seconds)
     delivery: bool = True  # with ``fleet``: exactly-once beside at-least-once (bench.delivery)
@@ -65,6 +82,9 @@ class BenchResult:
     runs: dict[str, list[Measure]] = field(default_factory=dict)
     latency: dict[str, list[Latency]] = field(default_factory=dict)
     latency_floor: dict[str, list[Latency]] = field(default_factory=dict)  # bench.echo, same rates
+    peer_latency: dict[str, dict[str, list[Latency]]] = field(default_factory=dict)  # peer → rate → rounds
+    steady_events: int = 0  # the steady topic's size
+    estimate_per_s: float = 0.0  # the warm-up passthrough's rate it was sized from
     processes: dict[str, list[Measure]] = field(default_factory=dict)
     replay: list[Measure] = field(default_factory=list)
     rollout: RolloutResult | None = None  # throughput under no plan, shadow, 50 % canary
@@ -100,6 +120,29 @@ class BenchResult:
         rates = [m.per_s for m in self.runs[loop]]
         return min(rates), max(rates)
 
+    def summary(self) -> dict[str, dict[str, float]]:
+        """min / median / max events/s of each measured loop across rounds."""
+        return {loop: {"min": round(self.spread(loop)[0], 1), "median": round(self.median(loop), 1),
+                       "max": round(self.spread(loop)[1], 1)} for loop in self.measured}
+
+    def peer_targets(self) -> dict[str, Any] | None:
+        """Issue 22's targets against the batched peers: ridestream's throughput ≥ 2× the best of
+        them (medians), and a lower p99 than each at 5,000 events/s (medians of rounds)."""
+        measured = [p.name for p in BATCHED if p.name in self.measured]
+        if not measured or "batched" not in self.measured:
+            return None
+        best = max(measured, key=self.median)
+        out: dict[str, Any] = {"best_batched_peer": best,
+                               "throughput_vs_best_peer": round(self.median("batched") / self.median(best), 3)}
+        out["throughput_2x_met"] = out["throughput_vs_best_peer"] >= 2
+        ours = median_latency(self.latency).get("5000")
+        theirs = {p: q["5000"]["p99_ms"] for p, q in ((p, median_latency(r)) for p, r in self.peer_latency.items())
+                  if "5000" in q}
+        if ours and theirs:
+            out["p99_ms_at_5000"] = {"ridestream": ours["p99_ms"], **theirs}
+            out["p99_lower_met"] = all(ours["p99_ms"] < v for v in theirs.values())
+        return out
+
     def ratios(self) -> dict[str, float]:
         batched = self.median("batched")
         return {f"batched_vs_{loop}": batched / self.median(loop) for loop in self.measured if loop != "batched"}
@@ -108,12 +151,26 @@ class BenchResult:
         return {
             "events_per_s": {loop: round(self.median(loop), 1) if runs else None for loop, runs in self.runs.items()},
             "spread_events_per_s": {loop: [round(x, 1) for x in self.spread(loop)] for loop in self.measured},
-            "runs": {loop: [{"events": m.events, "seconds": round(m.seconds, 4)} for m in ms] for loop, ms in self.runs.items()},
+            "runs": {loop: [{"events": m.events, "seconds": round(m.seconds, 4),
+                             **({"full_window": m.full_window} if m.full_window is not None else {})} for m in ms]
+                     for loop, ms in self.runs.items()},
             "ratios": {k: round(v, 3) for k, v in self.ratios().items()},
             "latency_ms": median_latency(self.latency),
             "latency_runs": {r: [x.__dict__ for x in runs] for r, runs in self.latency.items()},
             "latency_floor_ms": median_latency(self.latency_floor),
             "latency_floor_runs": {r: [x.__dict__ for x in runs] for r, runs in self.latency_floor.items()},
+            "throughput_summary": self.summary(),
+            "throughput_window": {"warmup_s": self.config.warmup_seconds, "window_s": self.config.window_seconds,
+                                  "steady_events": self.steady_events,
+                                  "estimate_events_per_s": round(self.estimate_per_s, 1),
+                                  "loops": [loop for loop in WINDOWED if loop in self.measured],
+                                  "short_windows": {loop: sum(m.full_window is False for m in self.runs[loop])
+                                                    for loop in WINDOWED if loop in self.measured}}
+            if self.steady_events else None,
+            "peers_latency_ms": {p: median_latency(by_rate) for p, by_rate in self.peer_latency.items()},
+            "peers_latency_runs": {p: {r: [x.__dict__ for x in runs] for r, runs in by_rate.items()}
+                                   for p, by_rate in self.peer_latency.items()},
+            "peer_targets": self.peer_targets(),
             "processes_events_per_s": self.processes_summary(),
             "processes_runs": {n: [round(m.per_s, 1) for m in runs] for n, runs in self.processes.items()},
             "processes_cpu_busy": self.processes_cpu_busy(),
@@ -208,22 +265,22 @@ def _phases(settings: Settings, cfg: BenchConfig, phase: Callable[[str], None], 
         result.rollout = RolloutResult()
         if cfg.fleet:
             result.swap = SwapResult(cfg.swap_rate)
-    python = None
-    if cfg.quix:
-        phase(f"preparing the Quix Streams virtualenv ({quix.QUIXSTREAMS})")
-        try:
-            python = quix.ensure_venv(settings)
-        except quix.QuixUnavailable as exc:
-            result.notes.append(f"Quix Streams not measured: {exc}")
+    chosen = ([QUIX] if cfg.quix else []) + (list(BATCHED) if cfg.peers else [])
+    pythons = _peer_venvs(settings, chosen, result, phase)
+    steady = f"{ns}steady"
+    _fill_steady(settings, cfg, source, steady, sink, result, phase)
+    total = result.steady_events
+    window = partial(SteadyWindow, cfg.warmup_seconds, cfg.window_seconds, total)
     for i in range(cfg.repeat):
-        phase(f"round {i + 1}/{cfg.repeat}: passthrough")
-        result.runs["passthrough"].append(passthrough(settings, source, sink, cfg.events))
-        drift_off = partial(_drift_off, result, settings, source, sink, served, cfg.events)
+        label = f"round {i + 1}/{cfg.repeat}"
+        phase(f"{label}: passthrough ({cfg.window_seconds:g} s window after {cfg.warmup_seconds:g} s)")
+        _windowed(result, "passthrough", label, passthrough(settings, steady, sink, total, window=window()))
+        drift_off = partial(_drift_off, result, settings, steady, sink, served, total, window)
         if i % 2:  # drift counting off before or after it, alternating from round to round
-            phase(f"round {i + 1}/{cfg.repeat}: ridestream (batched), drift counting off")
+            phase(f"{label}: ridestream (batched), drift counting off")
             drift_off()
-        phase(f"round {i + 1}/{cfg.repeat}: ridestream (batched)")
-        result.runs["batched"].append(shipped(settings, source, sink, {"tip": served}, cfg.events))
+        phase(f"{label}: ridestream (batched)")
+        _windowed(result, "batched", label, shipped(settings, steady, sink, {"tip": served}, total, window=window()))
         if not i % 2:
             phase(f"round {i + 1}/{cfg.repeat}: ridestream (batched), drift counting off")
             drift_off()
@@ -236,10 +293,18 @@ def _phases(settings: Settings, cfg: BenchConfig, phase: Callable[[str], None], 
         phase(f"round {i + 1}/{cfg.repeat}: naive")
         result.runs["naive"].append(naive(settings, source, sink, {"tip": model}, cfg.naive_events,
                                                   cfg.naive_seconds))
-        if python:
+        if QUIX.name in pythons:
             phase(f"round {i + 1}/{cfg.repeat}: Quix Streams")
-            result.runs["quix"].append(quix.quix(settings, python, source, cfg.partitions, cfg.naive_events,
-                                                 cfg.naive_seconds))
+            result.runs["quix"].append(peers.per_message(settings, QUIX, pythons[QUIX.name], source, cfg.partitions,
+                                                         cfg.naive_events, cfg.naive_seconds))
+        for peer in (p for p in BATCHED if p.name in pythons):
+            phase(f"{label}: {peer.title} (batched peer, {cfg.window_seconds:g} s window after {cfg.warmup_seconds:g} s)")
+            try:
+                _windowed(result, peer.name, label, peers.throughput(settings, peer, pythons[peer.name], steady,
+                                                                     cfg.partitions, total, cfg.warmup_seconds,
+                                                                     cfg.window_seconds))
+            except PeerFailed as exc:
+                result.notes.append(f"{label}: {peer.title} throughput not measured: {exc}")
         if not cfg.fleet:
             continue
         for rate in cfg.latency_rates:
@@ -250,6 +315,12 @@ def _phases(settings: Settings, cfg: BenchConfig, phase: Callable[[str], None], 
                 phase(f"round {i + 1}/{cfg.repeat}: the same without decoding or model (echo) at {label} events/s")
                 result.latency_floor.setdefault(label, []).append(
                     fleet.latency(settings, rate, cfg.latency_seconds, seed=10 + i, start=fleet.start_echo))
+        for rate in cfg.peer_latency_rates:  # the same events as ridestream's run at that rate (same seed)
+            for peer in (p for p in BATCHED if p.name in pythons):
+                phase(f"round {i + 1}/{cfg.repeat}: {peer.title} end-to-end latency at {int(rate)} events/s")
+                result.peer_latency.setdefault(peer.name, {}).setdefault(str(int(rate)), []).append(
+                    fleet.latency(settings, rate, cfg.latency_seconds, seed=10 + i,
+                                  start=peers.starter(peer, pythons[peer.name])))
         if result.swap is not None:  # with and without, the first of the two alternating
             for swap in ((False, True) if i % 2 == 0 else (True, False)):
                 what = "across a live swap" if swap else "following plans, no swap"
@@ -278,17 +349,67 @@ def _phases(settings: Settings, cfg: BenchConfig, phase: Callable[[str], None], 
     return result
 
 
-def _drift_off(result: BenchResult, settings: Settings, source: str, sink: str, served: Model, n: int) -> None:
-    """The shipped runtime with drift counting off, on a copy of the served model (same trees)."""
+def _drift_off(result: BenchResult, settings: Settings, source: str, sink: str, served: Model, n: int,
+               window: Callable[[], SteadyWindow]) -> None:
+    """The shipped runtime with drift counting off, on a copy of the served model (same trees), over
+    the same steady window as "batched"."""
     quiet = dataclasses.replace(served, observers=[])
-    result.drift_off.append(shipped(settings.model_copy(update={"drift": False}), source, sink, {"tip": quiet}, n))
+    result.drift_off.append(shipped(settings.model_copy(update={"drift": False}), source, sink, {"tip": quiet}, n,
+                                    window=window()))
+
+
+def _peer_venvs(settings: Settings, chosen: list[Peer], result: BenchResult,
+                phase: Callable[[str], None]) -> dict[str, Path]:
+    """Each chosen peer's interpreter; a peer whose virtualenv cannot be made is left out, with a note."""
+    pythons = {}
+    for peer in chosen:
+        phase(f"preparing the {peer.title} virtualenv ({', '.join(peer.requirements)})")
+        try:
+            pythons[peer.name] = peers.ensure_venv(settings, peer)
+        except PeerUnavailable as exc:
+            result.notes.append(f"{peer.title} not measured: {exc}")
+    return pythons
+
+
+def _fill_steady(settings: Settings, cfg: BenchConfig, source: str, steady: str, sink: str, result: BenchResult,
+                 phase: Callable[[str], None]) -> None:
+    """Make ``steady``, the throughput loops' topic, large enough for the fastest of them (the
+    passthrough) to run its warm-up and window, with ``steady_margin`` to spare: a warm-up passthrough
+    over the ``events`` topic estimates its rate, then events are produced ``STEADY_CHUNK`` at a time
+    until there are enough (never fewer than ``events``, never more than ``max_steady_events``)."""
+    phase(f"warm-up passthrough over the {cfg.events:,} events, to size the steady topic")
+    estimate = passthrough(settings, source, sink, cfg.events).per_s
+    needed = math.ceil(estimate * (cfg.warmup_seconds + cfg.window_seconds) * cfg.steady_margin)
+    total = min(max(cfg.events, needed), cfg.max_steady_events)
+    create_topics(make_admin(settings), [TopicSpec(steady, cfg.partitions)])
+    done, chunk = 0, 0
+    while done < total:
+        n = min(STEADY_CHUNK, total - done)
+        phase(f"pre-producing the steady topic: {done:,} of {total:,} events ({estimate:,.0f} events/s in the "
+              f"warm-up passthrough)")
+        preproduce(settings, steady, ride_requests(n, seed=1000 + chunk))
+        done, chunk = done + n, chunk + 1
+    result.steady_events, result.estimate_per_s = total, estimate
+
+
+def _windowed(result: BenchResult, loop: str, label: str, m: Measure) -> None:
+    result.runs[loop].append(m)
+    if m.full_window is False:
+        result.notes.append(f"{label}: {loop} ran out of the {result.steady_events:,} steady events before its "
+                            f"window's end: measured over {m.seconds:.2f} s only")
 
 
 def markdown(result: BenchResult) -> str:
     m = machine()
+    cfg = result.config
+    windowed = ", ".join(loop for loop in WINDOWED if loop in result.measured)
     lines = [
-        f"Tip service, {result.config.events:,} ride_requested events, median of {result.config.repeat} runs "
-        f"(min–max), on {m['cores']} cores / {m['memory_gib']} GiB ({m['cpu']}), one local Kafka broker.",
+        f"Tip service, ride_requested events, median of {cfg.repeat} runs (min–max), on {m['cores']} cores / "
+        f"{m['memory_gib']} GiB ({m['cpu']}), one local Kafka broker. {windowed}: each timed over a steady "
+        f"{cfg.window_seconds:g} s window after {cfg.warmup_seconds:g} s of warm-up, on {result.steady_events:,} "
+        f"pre-produced events (sized from a warm-up passthrough at {result.estimate_per_s:,.0f} events/s); "
+        f"the per-message loops on {cfg.events:,} events, at most {cfg.naive_events:,} and "
+        f"{cfg.naive_seconds:g} s each.",
         "",
         "| loop | events/s | min–max | vs ridestream |",
         "|---|---|---|---|",
@@ -301,7 +422,20 @@ def markdown(result: BenchResult) -> str:
     versus = f"{r['batched_vs_naive']:.0f}× the naive loop"
     if "batched_vs_quix" in r:
         versus += f", {r['batched_vs_quix']:.0f}× the Quix Streams application"
+    for peer in BATCHED:
+        if f"batched_vs_{peer.name}" in r:
+            versus += f", {r[f'batched_vs_{peer.name}']:.1f}× {peer.title} (batched)"
     lines += ["", f"ridestream = {r['batched_vs_passthrough']:.0%} of the passthrough ceiling, {versus}."]
+    targets = result.peer_targets()
+    if targets:
+        line = (f"Against the best batched peer ({targets['best_batched_peer']}): "
+                f"{targets['throughput_vs_best_peer']:.1f}× (target ≥ 2×: "
+                f"{'met' if targets['throughput_2x_met'] else 'not met'})")
+        if "p99_ms_at_5000" in targets:
+            p99 = targets["p99_ms_at_5000"]
+            line += (f"; p99 at 5,000 events/s {', '.join(f'{k} {v:.1f} ms' for k, v in p99.items())} (target: lower "
+                     f"than every peer: {'met' if targets['p99_lower_met'] else 'not met'})")
+        lines += ["", line + "."]
     lines += [f"{note}" for note in result.notes]
     drift = drift_json(result)
     if drift:
@@ -318,6 +452,30 @@ def markdown(result: BenchResult) -> str:
             f = floor.get(rate)
             echo = f"{f['p50_ms']:.1f} / {f['p95_ms']:.1f} / {f['p99_ms']:.1f}" if f else "—"
             lines.append(f"| {rate} | {q['p50_ms']:.1f} | {q['p95_ms']:.1f} | {q['p99_ms']:.1f} | {echo} |")
+    if result.peer_latency:
+        ours = median_latency(result.latency)
+        lines += ["", "The batched peers as services on the same streams (the same events, one process each, the same "
+                      "batch size and wait as ridestream's process), median of runs (p99 and the measured events "
+                      "scored within the reader's wait, per run; a process that falls behind is measured on what it "
+                      "scored):", "",
+                  "| offered events/s | process | p50 ms | p95 ms | p99 ms | p99 per run | scored per run |",
+                  "|---|---|---|---|---|---|---|"]
+        rates = sorted({r for by_rate in result.peer_latency.values() for r in by_rate}, key=float)
+        for rate in rates:
+            if rate in ours:
+                q = ours[rate]
+                per = ", ".join(f"{x.p99_ms:.0f}" for x in result.latency[rate])
+                scored = ", ".join(f"{x.events:,}" for x in result.latency[rate])
+                lines.append(f"| {rate} | ridestream | {q['p50_ms']:.1f} | {q['p95_ms']:.1f} | {q['p99_ms']:.1f} | {per} "
+                             f"| {scored} |")
+            for peer in BATCHED:
+                runs = result.peer_latency.get(peer.name, {}).get(rate)
+                if runs:
+                    q = median_latency({rate: runs})[rate]
+                    per = ", ".join(f"{x.p99_ms:.0f}" for x in runs)
+                    scored = ", ".join(f"{x.events:,}" for x in runs)
+                    lines.append(f"| {rate} | {peer.name} | {q['p50_ms']:.1f} | {q['p95_ms']:.1f} | {q['p99_ms']:.1f} "
+                                 f"| {per} | {scored} |")
     if result.rollout and result.rollout.rounds:
         lines += ["", rollout_markdown(result.rollout)]
     if result.swap and result.swap.runs["swap"]:
@@ -395,10 +553,12 @@ def write(result: BenchResult, output: Path) -> list[Path]:
     medians = [result.median(loop) for loop in loops]
     errs = [[med - result.spread(loop)[0] for loop, med in zip(loops, medians)],
             [result.spread(loop)[1] - med for loop, med in zip(loops, medians)]]
-    ax.barh(loops, medians, xerr=errs, color=["#9ca3af", "#2563eb", "#f59e0b", "#10b981"][: len(loops)])
+    colours = {"passthrough": "#9ca3af", "batched": "#2563eb", "naive": "#f59e0b", "quix": "#10b981",
+               "faststream": "#db2777", "faust": "#7c3aed"}
+    ax.barh(loops, medians, xerr=errs, color=[colours.get(loop, "#6b7280") for loop in loops])
     ax.set_xscale("log")  # the per-message loops are orders of magnitude slower
     ax.set_xlabel("events per second (median, min–max, log scale)")
-    ax.set_title("ridestream tip service vs the ceiling and per-message loops")
+    ax.set_title("ridestream tip service vs the ceiling, per-message loops and batched peers")
     if modes:
         rx, r = axes[1][0], result.rollout
         medians = [statistics.median(r.per_s(mode)) for mode in MODES]

@@ -1,5 +1,6 @@
-"""``ridestream bench``: the tip service's throughput side by side with the ceiling, the naive loop
-and a Quix Streams application, and under deployment plans (shadow, canary, a live swap)."""
+"""``ridestream bench``: the tip service's throughput side by side with the ceiling, the naive loop,
+a Quix Streams application and the batched peers (FastStream, Faust), and under deployment plans
+(shadow, canary, a live swap)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,16 @@ from ridestream.console import out
 
 
 def bench(
-    events: int = typer.Option(200_000, min=1, help="ride_requested events to pre-produce"),
+    events: int = typer.Option(200_000, min=1, help="ride_requested events to pre-produce: the per-message loops' "
+                                                     "and rollout phases' events, and the least the throughput "
+                                                     "loops' steady topic holds (it is sized by time)"),
     repeat: int = typer.Option(3, min=1, help="runs of each loop"),
     naive_events: int = typer.Option(3000, min=1, help="most events the naive loop and Quix process per run"),
     quix: bool = typer.Option(True, help="measure the Quix Streams peer (its own virtualenv, made once)"),
+    peers: bool = typer.Option(True, help="measure the batched peers, FastStream and Faust (each its own virtualenv, "
+                                          "made once): throughput, and latency at 5,000 events/s"),
+    warmup_seconds: float = typer.Option(2.0, min=0.0, help="a throughput loop's warm-up, not measured"),
+    window_seconds: float = typer.Option(5.0, min=0.1, help="a throughput loop's steady window, after its warm-up"),
     rollout: bool = typer.Option(True, help="measure the service under a shadow plan and a 50 % canary against one "
                                             "model, and p99 at 1,000 events/s across a live swap against none"),
     delivery: bool = typer.Option(True, help="measure exactly-once beside at-least-once: a backlog's throughput "
@@ -44,8 +51,8 @@ def bench(
                                        "Parquet of 0.4 M and 4 M events (default bench/results/replay-memory.json)"),
     replay_service: str = typer.Option("duration", help="with --replay-memory: the service replayed"),
 ) -> None:
-    """Measure, in one run on the same events: passthrough, ridestream, naive, Quix Streams, and ridestream
-    under a shadow plan and a 50 % canary; print the ratios."""
+    """Measure, in one run on the same events: passthrough, ridestream, naive, Quix Streams, FastStream and
+    Faust, and ridestream under a shadow plan and a 50 % canary; print the ratios."""
     from bench.run import BenchConfig, markdown, write
     from bench.run import run as run_bench
     from shared.kafka.clients import ensure_reachable, make_admin
@@ -68,7 +75,8 @@ def bench(
         _bench_section(settings, output, startup_only, replay_service)
         return
     output = output or Path("bench/results/latest.json")
-    cfg = BenchConfig(events=events, repeat=repeat, naive_events=naive_events, quix=quix, rollout=rollout,
+    cfg = BenchConfig(events=events, repeat=repeat, naive_events=naive_events, quix=quix, peers=peers,
+                      warmup_seconds=warmup_seconds, window_seconds=window_seconds, rollout=rollout,
                       delivery=delivery, startup=startup)
     _measure(lambda phase: run_bench(settings, cfg, phase=phase), write, markdown, output)
 
