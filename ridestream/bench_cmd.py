@@ -47,6 +47,8 @@ def bench(
                                "produce`), the three services and the broker, each a process; the highest rate "
                                "sustained for 60 s (stepping the offered rate), latency at 1,000 and 5,000 events/s, "
                                "CPU per component (default output bench/results/fleet.json)"),
+    plan: float = typer.Option(None, "--plan", min=1, help="print what a city sending RATE events/s needs: replicas "
+                               "per service, partitions, brokers, from bench/results/services.json and fleet.json"),
 ) -> None:
     """Measure, in one run on the same events: passthrough, ridestream, naive, Quix Streams, and ridestream
     under a shadow plan and a 50 % canary; print the ratios."""
@@ -56,6 +58,9 @@ def bench(
     from shared.kafka.settings import load_settings
 
     settings = load_settings()
+    if plan is not None:
+        _plan(settings, plan)
+        return
     ensure_local_broker(settings)
     ensure_reachable(make_admin(settings), settings)
     if fleet:
@@ -127,6 +132,24 @@ def _bench_fleet(settings, output: Path, quick: bool) -> None:
     cfg = quick_config() if quick else FleetConfig()
     pids = _broker_pids(settings)
     _measure(lambda phase: run_fleet(settings, cfg, pids, phase=phase), write, fleet_markdown, output)
+
+
+def _plan(settings, rate: float) -> None:
+    """The capacity plan as a table, each number beside the figure it comes from."""
+    from rich.table import Table
+
+    from bench.plan import plan_from_results
+
+    result = plan_from_results(rate, settings.replication_factor, settings.events_partitions)  # one-line error if missing
+    table = Table(title=f"capacity plan for {rate:,.0f} ride events/s", title_justify="left")
+    table.add_column("what")
+    table.add_column("needs", justify="right")
+    table.add_column("from")
+    for line in result.lines:
+        table.add_row(line.what, f"{line.value:,}", line.source)
+    out.print(table)
+    for note in result.notes:
+        out.print(note)
 
 
 def _bench_section(settings, output: Path | None, startup: bool, replay_service: str) -> None:
