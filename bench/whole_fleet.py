@@ -95,6 +95,7 @@ class Step:
     cpu_cores: dict[str, float] = field(default_factory=dict)
     answered: dict[str, list[int]] | None = None  # service → [answered, expected] (verify only)
     lag_samples: list[list[float]] = field(default_factory=list)  # [seconds, lag duration, tip, cost]
+    load_1min: float = 0.0  # the machine's load average at the window's end
 
 
 @dataclass
@@ -196,6 +197,7 @@ class CpuWindow:
         if self._machine and machine_now and machine_now[1] > self._machine[1]:
             busy = (machine_now[0] - self._machine[0]) / (machine_now[1] - self._machine[1])
             cores["machine"] = round(busy * (os.cpu_count() or 1), 3)
+            cores["others"] = round(max(0.0, cores["machine"] - sum(cores[n] for n in self.components)), 3)
         return cores
 
 
@@ -409,6 +411,7 @@ def step_phase(fleet: Fleet, rate: float, cfg: FleetConfig, seed: int, logs: Pat
             time.sleep(max(0.0, 1.0 - (time.monotonic() - now)))
         wall, end1 = time.monotonic() - t0, fleet.events_end()
         step.cpu_cores = cpu.stop()
+        step.load_1min = round(os.getloadavg()[0], 2)
         samples.append((wall, fleet.lags()))
     finally:
         backends.stop()
@@ -469,7 +472,7 @@ def run_fleet(settings: Settings, cfg: FleetConfig, broker_pids: list[int],
 
 def _cores(c: dict[str, float]) -> str:
     return " / ".join(f"{c.get(k, float('nan')):.2f}" if k in c else "—"
-                      for k in ("backend", "duration", "tip", "cost", "broker", "machine"))
+                      for k in ("backend", "duration", "tip", "cost", "broker", "others", "machine"))
 
 
 def markdown(result: FleetResult) -> str:
@@ -488,18 +491,18 @@ def markdown(result: FleetResult) -> str:
     if failing:
         lines.append(f"First failing step: {failing.offered_per_s:,.0f} events/s ({failing.why_not}).")
     lines += ["", "| offered events/s | backend processes | published events/s | lag slope, last half, events/s "
-                  "(duration / tip / cost) | sustained | CPU cores: backend / duration / tip / cost / broker / machine |",
-              "|---|---|---|---|---|---|"]
+                  "(duration / tip / cost) | sustained | load (1 min) | CPU cores: backend / duration / tip / cost / "
+                  "broker / others / machine |", "|---|---|---|---|---|---|---|"]
     for s in result.steps:
         slopes = " / ".join(f"{s.lag_slope_per_s[x]:+,.0f}" for x in SERVICES)
         verdict = "yes" if s.sustained else f"no ({s.why_not})"
         lines.append(f"| {s.offered_per_s:,.0f} | {s.producers} | {s.delivered_per_s:,.0f} | {slopes} | {verdict} | "
-                     f"{_cores(s.cpu_cores)} |")
+                     f"{s.load_1min:.1f} | {_cores(s.cpu_cores)} |")
     lines += ["", f"A step is sustained when the backend publishes ≥ {cfg.delivered_share:.0%} of the offered rate and "
                   f"no group's lag gains {cfg.growth_allowance_s:g} s of the offered traffic over the window's last "
                   f"half (least-squares slope of the lag sampled every second; the lag moves by whole batches). CPU: cores used on average over the window "
-                  f"(`/proc/PID/stat`); *machine* is all of the machine's cores busy (`/proc/stat`), other users "
-                  f"included."]
+                  f"(`/proc/PID/stat`); *machine* is all of the machine's cores busy (`/proc/stat`), and *others* what "
+                  f"of it no process of the fleet or this bench used (other users of the machine)."]
     if not result.broker_measured:
         lines.append("The broker's CPU was not measured (not a local broker of this state directory).")
     if result.latency:
@@ -507,7 +510,7 @@ def markdown(result: FleetResult) -> str:
                       "predictions produced; a `ride_progress` → its corrected duration.", "",
                   "| offered events/s | request → all three: p50 / p95 / p99 ms | progress → corrected duration: "
                   "p50 / p95 / p99 ms | answered (duration / tip / cost) | CPU cores: backend / duration / tip / "
-                  "cost / broker / machine |", "|---|---|---|---|---|"]
+                  "cost / broker / others / machine |", "|---|---|---|---|---|"]
         for p in result.latency:
             q, r = p.requests, p.progress
             answered = " / ".join(f"{a:,}/{b:,}" for a, b in (p.answered[s] for s in SERVICES))
@@ -538,12 +541,15 @@ def write(result: FleetResult, output: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(7, 3.4))
         labels = [f"{s.offered_per_s / 1000:.1f}k{'' if s.sustained else ' ✗'}" for s in result.steps]
         bottom = np.zeros(len(result.steps))
-        for name in ("backend", *SERVICES, "broker"):
+        colours = {"backend": "#f59e0b", "duration": "#2563eb", "tip": "#10b981", "cost": "#7c3aed",
+                   "broker": "#dc2626", "others": "#d1d5db"}
+        for name, colour in colours.items():
             values = np.array([s.cpu_cores.get(name, 0.0) for s in result.steps])
-            ax.bar(labels, values, bottom=bottom, label=name)
+            ax.bar(labels, values, bottom=bottom, label=name, color=colour)
             bottom += values
         ax.plot(labels, [s.cpu_cores.get("machine", np.nan) for s in result.steps], "k.--", label="machine busy")
         ax.axhline(os.cpu_count() or 1, color="grey", lw=0.8)
+        ax.set_ylim(0, max(os.cpu_count() or 1, float(bottom.max())) * 1.45)  # room for the legend
         ax.set_xlabel("offered events/s (✗: not sustained)")
         ax.set_ylabel("cores used")
         ax.set_title("the whole fleet: CPU per component per step")
