@@ -79,10 +79,10 @@ def service_capacity(services: dict[str, Any], name: str) -> tuple[float, str]:
     except (KeyError, TypeError, ValueError):
         raise PlanInputError(f"services.json has no figures for {name}: run `{PRODUCED_BY['services.json']}`") from None
     if process is not None and float(process) < batched:
-        return float(process), (f"services.json {name}: one `ridestream consume {name}` process {float(process):,.0f}/s "
-                                f"(in process {batched:,.0f}/s)")
-    return batched, f"services.json {name}: in process {batched:,.0f}/s" + (
-        f" (one `ridestream consume` process {float(process):,.0f}/s)" if process is not None else "")
+        return float(process), (f"services.json, {name}: one `ridestream consume {name}` process, {float(process):,.0f}/s "
+                                f"(in process: {batched:,.0f}/s)")
+    return batched, f"services.json, {name}: in process, {batched:,.0f}/s" + (
+        f" (one `ridestream consume` process: {float(process):,.0f}/s)" if process is not None else "")
 
 
 def broker_capacity(fleet: dict[str, Any]) -> tuple[float, str]:
@@ -93,8 +93,8 @@ def broker_capacity(fleet: dict[str, Any]) -> tuple[float, str]:
     if not per_core or not cores:
         raise PlanInputError("fleet.json has no broker figure (no sustained step, or the broker's CPU was not "
                              f"measured): run `{PRODUCED_BY['fleet.json']}` on a local broker")
-    return per_core * cores * HEADROOM, (f"fleet.json: {per_core:,.0f} events/s per broker core at the highest "
-                                         f"sustained step ({best:,.0f}/s), × {cores} cores × {HEADROOM:.0%}")
+    return per_core * cores * HEADROOM, (f"fleet.json: {per_core:,.0f} events/s per core of the broker's JVM at "
+                                         f"the highest sustained step ({best:,.0f}/s) × {cores} cores × {HEADROOM:.0%}")
 
 
 def make_plan(rate: float, services: dict[str, Any], fleet: dict[str, Any], replication_factor: int | None,
@@ -106,7 +106,8 @@ def make_plan(rate: float, services: dict[str, Any], fleet: dict[str, Any], repl
     for name in SERVICES:
         capacity, source = service_capacity(services, name)
         replicas[name] = max(1, math.ceil(rate / (capacity * HEADROOM)))
-        plan.lines.append(Line(f"{name} replicas", replicas[name], f"{rate:,.0f} ÷ ({source} × {HEADROOM:.0%})"))
+        plan.lines.append(Line(f"{name} replicas", replicas[name],
+                               f"{rate:,.0f} ÷ ({HEADROOM:.0%} × {capacity:,.0f}/s) — {source}"))
     widest = max(replicas, key=replicas.get)
     plan.lines.append(Line("rides.events partitions", max(replicas[widest], min_partitions),
                            f"one per {widest} replica (the largest group), at least the default {min_partitions}"))
@@ -116,13 +117,14 @@ def make_plan(rate: float, services: dict[str, Any], fleet: dict[str, Any], repl
     plan.lines.append(Line("replication factor", rf, rf_source))
     per_broker, source = broker_capacity(fleet)
     plan.lines.append(Line("brokers", max(rf, math.ceil(rate * rf / per_broker)),
-                           f"{rate:,.0f} × {rf} replicas ÷ {per_broker:,.0f}/s per broker ({source}); at least {rf}"))
+                           f"{rate:,.0f} × {rf} replicas ÷ {per_broker:,.0f}/s per broker — {source}; at least {rf}"))
     best = fleet.get("fleet", {}).get("highest_sustained_delivered_per_s")
     if best:
         cores = fleet.get("machine", {}).get("cores")
+        machines = math.ceil(rate / (best * HEADROOM))
         plan.notes.append(f"Cross-check: the whole fleet sustained {best:,.0f} events/s on one {cores}-core machine "
-                          f"(fleet.json); at {HEADROOM:.0%} that is {math.ceil(rate / (best * HEADROOM)):,} such "
-                          f"machines for {rate:,.0f} events/s, the backend included.")
+                          f"(fleet.json); at {HEADROOM:.0%} that is {machines:,} such machine{'s' if machines > 1 else ''} "
+                          f"for {rate:,.0f} events/s, the backend included.")
     return plan
 
 

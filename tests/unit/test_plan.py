@@ -48,12 +48,14 @@ def test_the_plan_is_the_measured_capacity_at_the_headroom(rate, rf, expected):
     plan = make_plan(rate, SERVICES, FLEET, rf, min_partitions=6)
     assert {line.what: line.value for line in plan.lines} == expected
     sources = {line.what: line.source for line in plan.lines}
-    assert "one `ridestream consume duration` process 40,000/s" in sources["duration replicas"]
-    assert "in process 160,000/s" in sources["tip replicas"] and "in process 160,000/s" in sources["cost replicas"]
-    assert "30,000 events/s per broker core" in sources["brokers"] and "fleet.json" in sources["brokers"]
+    assert "(50% × 40,000/s)" in sources["duration replicas"]
+    assert "one `ridestream consume duration` process, 40,000/s" in sources["duration replicas"]
+    assert "in process, 160,000/s" in sources["tip replicas"] and "in process, 160,000/s" in sources["cost replicas"]
+    assert "30,000/s per broker" in sources["brokers"] and "fleet.json: 30,000 events/s per core" in sources["brokers"]
     assert "duration replica" in sources["rides.events partitions"]
     assert ("unset: 3" if rf is None else f"RIDESTREAM_REPLICATION_FACTOR={rf}") in sources["replication factor"]
-    assert f"{-(-rate // 7_500):,} such machines" in plan.notes[0]  # the whole fleet: 15,000/s at 50 %
+    machines = -(-rate // 7_500)  # the whole fleet: 15,000/s at 50 %
+    assert f"{machines:,} such machine{'s' if machines > 1 else ''} for" in plan.notes[0]
 
 
 def test_plan_reads_the_results_folder_and_names_the_command_of_a_missing_file(tmp_path):
