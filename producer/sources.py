@@ -7,6 +7,7 @@ with one vectorized ``predict``.
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,9 +29,10 @@ def simulated(rides: int | None, seed: int = 0, chunk: int = 2000, id_prefix: st
               drift: str | None = None) -> Iterator[Chunk]:
     """Simulated rides, ``rides`` in all or without end, a simulated day per chunk (the backend
     stamps live events with the time it sends them); ``drift`` shifts the mix
-    (:data:`shared.data.simulator.DRIFTS`)."""
+    (:data:`shared.data.simulator.DRIFTS`). Without ``id_prefix``, ride ids start with the second and a
+    random tag: two backends started in the same second must not publish the same ride ids."""
     cal = _calibration()
-    prefix = id_prefix or f"sim{int(time.time())}"
+    prefix = id_prefix or f"sim{int(time.time())}{secrets.token_hex(2)}"
     made, i = 0, 0
     while rides is None or made < rides:
         n = chunk if rides is None else min(chunk, rides - made)

@@ -41,7 +41,7 @@ def bench(
     service: str = typer.Option(None, "--service", help="duration, tip, cost or all: each service on whole ride "
                                 "lifecycles (passthrough, ridestream, naive, latency beside echo, 1 vs 2 processes); "
                                 "default output bench/results/services.json"),
-    quick: bool = typer.Option(False, "--quick", help="with --web, --rebalance or --service: every phase, small "
+    quick: bool = typer.Option(False, "--quick", help="with --web, --rebalance, --service or --fleet: every phase, small "
                                "(checks that it runs)"),
     startup: bool = typer.Option(True, help="measure start-up and footprint: --help, each service's RSS at a "
                                             "steady stream, process start → first prediction (trees cached)"),
@@ -50,6 +50,12 @@ def bench(
     replay_memory: bool = typer.Option(False, "--replay-memory", help="only the peak RSS of streamed replays to "
                                        "Parquet of 0.4 M and 4 M events (default bench/results/replay-memory.json)"),
     replay_service: str = typer.Option("duration", help="with --replay-memory: the service replayed"),
+    fleet: bool = typer.Option(False, "--fleet", help="the whole fleet on this machine: the backend (`ridestream "
+                               "produce`), the three services and the broker, each a process; the highest rate "
+                               "sustained for 60 s (stepping the offered rate), latency at 1,000 and 5,000 events/s, "
+                               "CPU per component (default output bench/results/fleet.json)"),
+    plan: float = typer.Option(None, "--plan", min=1, help="print what a city sending RATE events/s needs: replicas "
+                               "per service, partitions, brokers, from bench/results/services.json and fleet.json"),
 ) -> None:
     """Measure, in one run on the same events: passthrough, ridestream, naive, Quix Streams, FastStream and
     Faust, and ridestream under a shadow plan and a 50 % canary; print the ratios."""
@@ -59,8 +65,14 @@ def bench(
     from shared.kafka.settings import load_settings
 
     settings = load_settings()
+    if plan is not None:
+        _plan(settings, plan)
+        return
     ensure_local_broker(settings)
     ensure_reachable(make_admin(settings), settings)
+    if fleet:
+        _bench_fleet(settings, output or Path("bench/results/fleet.json"), quick)
+        return
     if web:
         _bench_web(settings, output or Path("bench/results/web.json"), quick)
         return
@@ -109,6 +121,43 @@ def _bench_services(settings, service: str, output: Path, quick: bool, **sizes: 
     cfg = quick_config() if quick else BenchConfig(**sizes, quix=False, rollout=False, startup=False, delivery=False,
                                                    latency_rates=(1000.0, 5000.0))
     _measure(lambda phase: run_services(settings, cfg, chosen, phase=phase), write, services_markdown, output)
+
+
+def _broker_pids(settings) -> list[int]:
+    """The local broker's JVM (or the local cluster's), from its pid file; none for another cluster."""
+    from ridestream.broker_cmd import local_broker, local_cluster
+
+    if not settings.uses_local_broker:
+        return []
+    nodes = local_cluster(settings).nodes if settings.broker_nodes > 1 else [local_broker(settings)]
+    return [pid for pid in (node.pid() for node in nodes) if pid is not None]
+
+
+def _bench_fleet(settings, output: Path, quick: bool) -> None:
+    from bench.whole_fleet import FleetConfig, quick_config, run_fleet, write
+    from bench.whole_fleet import markdown as fleet_markdown
+
+    cfg = quick_config() if quick else FleetConfig()
+    pids = _broker_pids(settings)
+    _measure(lambda phase: run_fleet(settings, cfg, pids, phase=phase), write, fleet_markdown, output)
+
+
+def _plan(settings, rate: float) -> None:
+    """The capacity plan as a table, each number beside the figure it comes from."""
+    from rich.table import Table
+
+    from bench.plan import plan_from_results
+
+    result = plan_from_results(rate, settings.replication_factor, settings.events_partitions)  # one-line error if missing
+    table = Table(title=f"capacity plan for {rate:,.0f} ride events/s", title_justify="left")
+    table.add_column("what")
+    table.add_column("needs", justify="right")
+    table.add_column("from")
+    for line in result.lines:
+        table.add_row(line.what, f"{line.value:,}", line.source)
+    out.print(table)
+    for note in result.notes:
+        out.print(note)
 
 
 def _bench_section(settings, output: Path | None, startup: bool, replay_service: str) -> None:
