@@ -268,7 +268,7 @@ def _phases(settings: Settings, cfg: BenchConfig, phase: Callable[[str], None], 
     chosen = ([QUIX] if cfg.quix else []) + (list(BATCHED) if cfg.peers else [])
     pythons = _peer_venvs(settings, chosen, result, phase)
     steady = f"{ns}steady"
-    _fill_steady(settings, cfg, source, steady, sink, result, phase)
+    fill_steady(settings, cfg, source, steady, sink, result, phase)
     total = result.steady_events
     window = partial(SteadyWindow, cfg.warmup_seconds, cfg.window_seconds, total)
     for i in range(cfg.repeat):
@@ -371,12 +371,13 @@ def _peer_venvs(settings: Settings, chosen: list[Peer], result: BenchResult,
     return pythons
 
 
-def _fill_steady(settings: Settings, cfg: BenchConfig, source: str, steady: str, sink: str, result: BenchResult,
-                 phase: Callable[[str], None]) -> None:
+def fill_steady(settings: Settings, cfg: BenchConfig, source: str, steady: str, sink: str, result: BenchResult,
+                 phase: Callable[[str], None], make: Callable[..., list[dict]] = ride_requests) -> None:
     """Make ``steady``, the throughput loops' topic, large enough for the fastest of them (the
     passthrough) to run its warm-up and window, with ``steady_margin`` to spare: a warm-up passthrough
-    over the ``events`` topic estimates its rate, then events are produced ``STEADY_CHUNK`` at a time
-    until there are enough (never fewer than ``events``, never more than ``max_steady_events``)."""
+    over the ``events`` topic estimates its rate, then events (``make(n, seed=…)``: ride requests, or
+    whole lifecycles for the per-service bench) are produced ``STEADY_CHUNK`` at a time until there
+    are enough (never fewer than ``events``, never more than ``max_steady_events``)."""
     phase(f"warm-up passthrough over the {cfg.events:,} events, to size the steady topic")
     estimate = passthrough(settings, source, sink, cfg.events).per_s
     needed = math.ceil(estimate * (cfg.warmup_seconds + cfg.window_seconds) * cfg.steady_margin)
@@ -387,7 +388,7 @@ def _fill_steady(settings: Settings, cfg: BenchConfig, source: str, steady: str,
         n = min(STEADY_CHUNK, total - done)
         phase(f"pre-producing the steady topic: {done:,} of {total:,} events ({estimate:,.0f} events/s in the "
               f"warm-up passthrough)")
-        preproduce(settings, steady, ride_requests(n, seed=1000 + chunk))
+        preproduce(settings, steady, make(n, seed=1000 + chunk))
         done, chunk = done + n, chunk + 1
     result.steady_events, result.estimate_per_s = total, estimate
 

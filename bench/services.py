@@ -17,6 +17,7 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from bench import fleet  # noqa: E402
 from bench.loops import lifecycles, mix, naive, passthrough, preproduce, shipped  # noqa: E402
-from bench.run import BenchConfig, BenchResult, machine, median_latency, topics_deleted_after  # noqa: E402
+from bench.run import (  # noqa: E402
+    BenchConfig,
+    BenchResult,
+    fill_steady,
+    machine,
+    median_latency,
+    topics_deleted_after,
+)
+from bench.window import SteadyWindow  # noqa: E402
 from consumers.services import SERVICE_SPECS  # noqa: E402
 from shared.contract.topics import TopicSpec, create_topics  # noqa: E402
 from shared.kafka.clients import make_admin  # noqa: E402
@@ -48,7 +57,8 @@ def quick_config() -> BenchConfig:
     """Every phase, small: checks that it runs (the suite's quick mode)."""
     return BenchConfig(events=3000, repeat=1, naive_events=100, naive_seconds=5, partitions=3,
                        latency_rates=(500.0,), latency_seconds=2, process_events=2000, quix=False, rollout=False,
-                       startup=False, delivery=False)
+                       startup=False, delivery=False, warmup_seconds=0.2, window_seconds=0.5,
+                       max_steady_events=30_000)
 
 
 @dataclass
@@ -81,6 +91,14 @@ def _measure(settings: Settings, cfg: BenchConfig, services: tuple[str, ...],
     events = lifecycles(cfg.events)
     preproduce(settings, source, events)
     result = ServicesResult(cfg, mix=mix(events))
+    # the throughput phases run over a window sized by time, on a topic of lifecycles sized for the
+    # passthrough (the fastest) to last its warm-up and window: counted events lasted ~0.6 s, noise
+    steady, sized = f"{ns}steady", BenchResult(cfg, {})
+    warmup_sink = f"{ns}warmup-out"
+    create_topics(make_admin(settings), [TopicSpec(warmup_sink, cfg.partitions)])
+    fill_steady(settings, cfg, source, steady, warmup_sink, sized, phase, make=lifecycles)
+    total = sized.steady_events
+    window = partial(SteadyWindow, cfg.warmup_seconds, cfg.window_seconds, total)
     for service in services:
         spec = SERVICE_SPECS[service]
         sink = f"{ns}out-{service}"
@@ -90,14 +108,15 @@ def _measure(settings: Settings, cfg: BenchConfig, services: tuple[str, ...],
         served = {name: dataclasses.replace(m) for name, m in naive_models.items()}
         for m in served.values():
             m.accelerate(settings.compiled_dir, settings.predict_threads)
-        r = BenchResult(cfg, {loop: [] for loop in LOOPS})
+        r = BenchResult(cfg, {loop: [] for loop in LOOPS}, steady_events=total, estimate_per_s=sized.estimate_per_s)
         answered = answers(service)
         for i in range(cfg.repeat):
             label = f"{service}, round {i + 1}/{cfg.repeat}"
-            phase(f"{label}: passthrough")
-            r.runs["passthrough"].append(passthrough(settings, source, sink, cfg.events))
-            phase(f"{label}: ridestream (batched)")
-            r.runs["batched"].append(shipped(settings, source, sink, served, cfg.events, spec=spec))
+            timed = f"{cfg.window_seconds:g} s window after {cfg.warmup_seconds:g} s"
+            phase(f"{label}: passthrough ({timed})")
+            r.runs["passthrough"].append(passthrough(settings, steady, sink, total, window=window()))
+            phase(f"{label}: ridestream (batched, {timed})")
+            r.runs["batched"].append(shipped(settings, steady, sink, served, total, spec=spec, window=window()))
             phase(f"{label}: naive")
             r.runs["naive"].append(naive(settings, source, sink, naive_models, cfg.naive_events, cfg.naive_seconds,
                                          spec=spec))
@@ -126,9 +145,15 @@ def _measure(settings: Settings, cfg: BenchConfig, services: tuple[str, ...],
 def markdown(result: ServicesResult) -> str:
     m, cfg = machine(), result.config
     shares = ", ".join(f"{t.removeprefix('ride_')} {n / sum(result.mix.values()):.0%}" for t, n in result.mix.items())
-    lines = [f"Each service on {cfg.events:,} events of whole simulated ride lifecycles ({shares}), median of "
-             f"{cfg.repeat} runs (min–max), on {m['cores']} cores / {m['memory_gib']} GiB ({m['cpu']}), one local "
-             "Kafka broker. Events/s count every event taken, answered or not.", "",
+    steady = max((r.steady_events for r in result.services.values()), default=0)
+    short = sum(m.full_window is False for r in result.services.values() for loop in ("passthrough", "batched")
+                for m in r.runs.get(loop, []))
+    lines = [f"Each service on whole simulated ride lifecycles ({shares}): passthrough and ridestream timed over "
+             f"a {cfg.window_seconds:g} s window after {cfg.warmup_seconds:g} s of warm-up, on a topic of "
+             f"{steady:,} lifecycle events" + (f" ({short} run(s) ran out before the window's end)" if short else "")
+             + f"; the naive loop on at most {cfg.naive_events:,} of {cfg.events:,}. Median of {cfg.repeat} runs "
+             f"(min–max), on {m['cores']} cores / {m['memory_gib']} GiB ({m['cpu']}), one local Kafka broker. "
+             "Events/s count every event taken, answered or not.", "",
              "| service | passthrough | ridestream | of passthrough | naive | × naive | 1 process | 2 processes |",
              "|---|---|---|---|---|---|---|---|"]
     for name, r in result.services.items():

@@ -18,8 +18,9 @@ def test_quick_service_bench_runs_every_phase_for_every_service(kafka, tmp_path)
     assert sum(result.mix.values()) == cfg.events
     for name in SERVICES:
         r = result.services[name]
-        assert [m.events for m in r.runs["passthrough"]] == [cfg.events]
-        assert [m.events for m in r.runs["batched"]] == [cfg.events]  # every event taken, answered or not
+        assert cfg.events <= r.steady_events <= cfg.max_steady_events  # sized by time, --events the least
+        for loop in ("passthrough", "batched"):  # timed over a steady window: every event taken, answered or not
+            assert [0 < m.events <= r.steady_events and m.seconds > 0 for m in r.runs[loop]] == [True]
         assert 0 < r.runs["naive"][0].events <= cfg.naive_events
         lat, floor = r.latency["500"][0], r.latency_floor["500"][0]
         assert 0 < lat.events <= floor.events == 1000  # the service answers some of the events echo moves
@@ -35,7 +36,9 @@ def test_quick_service_bench_runs_every_phase_for_every_service(kafka, tmp_path)
         each = data["services"][name]
         assert set(each["events_per_s"]) == set(LOOPS)
         assert set(each["latency_ms"]["500"]) == {"p50_ms", "p95_ms", "p99_ms"}
+        assert each["throughput_window"]["window_s"] == cfg.window_seconds
     assert data["events_per_s"] == data["services"]["tip"]["events_per_s"]  # the tip bench's readers
     text = paths[1].read_text()
     assert all(f"| {name} |" in text for name in SERVICES) and "echo p50 / p95 / p99" in text
+    assert f"{cfg.window_seconds:g} s window after" in text
     assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
