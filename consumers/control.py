@@ -45,8 +45,10 @@ def now() -> datetime:
 def topic_reader(settings: Settings, topic: str) -> Consumer | None:
     """A consumer outside any group (it commits nothing), at the start of every partition of
     ``topic``; None while the topic does not exist (or the broker does not answer)."""
+    # a fetch waits at most 100 ms on a quiet topic: the end (the plan in force) is seen at start-up
+    # within that, not librdkafka's default 500 ms — the service's first batch waits for it
     consumer = make_consumer(settings, f"{settings.namespace}ridestream-control-reader",
-                             **{"enable.partition.eof": True})
+                             **{"enable.partition.eof": True, "fetch.wait.max.ms": 100})
     try:
         meta = consumer.list_topics(topic, timeout=settings.connect_timeout_s).topics.get(topic)
     except KafkaException:
