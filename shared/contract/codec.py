@@ -80,8 +80,11 @@ def _refuse_duplicate_keys(value: bytes) -> None:
         pass
 
 
-# keys each fast event has for sure (the tag and schema_version included); optional ones are counted
-# when set. Absent schema_version or an explicit null makes the count differ: the exact check decides
+# keys each fast event has for sure (the tag and schema_version included: the fast path requires it);
+# optional ones are counted when set. The count must never exceed the keys really there: a valid event
+# with one key fewer than counted would hide another's duplicate key in the same batch (schema_version
+# once had a default here, and the hostile-input test found such a pair). An explicit null only makes
+# the colons more: the exact check decides
 _OPTIONAL = ("rider_id", "initial_duration_min")
 _KEYS = {cls: len(cls.__struct_fields__) + 1 - sum(name in cls.__struct_fields__ for name in _OPTIONAL)
          for cls in fast_events.FAST_EVENTS}

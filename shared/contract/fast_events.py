@@ -8,7 +8,7 @@ goes to pydantic, which accepts it (it is more lenient in a few corners, e.g. ``
 1.0``) or says why not, for the DLQ (:func:`shared.contract.codec.read_event`).
 
 Where they would differ, this side is stricter: a time must carry seconds, numbers must not be
-floats where ints are due. One known difference in value: a time with more than six fractional
+floats where ints are due, ``schema_version`` must be there. One known difference in value: a time with more than six fractional
 digits is rounded to the microsecond here and truncated by pydantic.
 """
 
@@ -21,8 +21,6 @@ from typing import Annotated, ClassVar, Literal, Union
 import msgspec
 from msgspec import Meta, Struct
 
-from shared.contract.events import SCHEMA_VERSION
-
 Zone = Annotated[int, Meta(ge=1, le=265)]
 NonNegative = Annotated[float, Meta(ge=0)]  # finite: msgspec refuses 1e999 ("out of range"), as pydantic does
 Id = Annotated[str, Meta(min_length=1, max_length=128)]
@@ -33,7 +31,9 @@ class _Event(Struct, frozen=True, kw_only=True, tag_field="event_type"):
     event_id: Id
     ride_id: Id
     event_time: AwareTime
-    schema_version: Literal[1] = SCHEMA_VERSION
+    # required here though the contract defaults it: the batch's duplicate-key check counts one key
+    # for it in every event, so an event without it must not take this path (pydantic decides it)
+    schema_version: Literal[1]
     rider_id: Id | None = None
 
 

@@ -59,11 +59,14 @@ def test_a_killed_replicas_rides_are_answered_as_if_nothing_happened(kafka, tmp_
         # a stream of rides in flight: each ride's progress comes over ~20 s at 300 events a second
         feeder = threading.Thread(target=lambda: sent.extend(publish(settings, rides=400, seed=31, rate=300)))
         feeder.start()
-        # early in the stream (~2 s of it answered), so most rides are still in flight at the kill: waiting for
-        # more let the kill land after the last ride had been requested, once, in a loaded CI run
-        assert wait_for(lambda: sum(max(o, 0) for o in committed(kafka, group).values()) > 600, timeout=120)
-        assert feeder.is_alive(), "the whole stream was answered before the kill: nothing could move"
+        # early in the stream, so most rides are still in flight at the kill, but past its first rides on the
+        # partitions that will move: waiting for 600 events of all three once killed when the doomed replica's
+        # partition had only 102 committed, whose 10 rides were all over; waiting for more let the kill land
+        # after the last ride had been requested, once, in a loaded CI run
         owned = assignment_by_pid(kafka, group)[first.pid]
+        assert wait_for(lambda: min(max(committed(kafka, group).get(p, 0), 0) for p in owned) > 300, timeout=120)
+        assert feeder.is_alive(), "the whole stream was answered before the kill: nothing could move"
+        assert assignment_by_pid(kafka, group)[first.pid] == owned
         fleet.kill(first)  # mid-ride: its partitions' rides have been requested, not completed
         cut = {p: o for p, o in committed(kafka, group).items() if p in owned}  # the survivor goes on from here
         feeder.join(300)
