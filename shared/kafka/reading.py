@@ -36,8 +36,9 @@ def read_to_end(settings: Settings, topic: str, since: datetime | None = None, t
     partition (of ``partitions`` only, if given); nothing if the topic does not exist. Raises
     :class:`ReadTimeout` after ``timeout`` seconds. ``group`` only names the reader (it joins no
     group and commits nothing). ``overrides``: consumer settings (``isolation.level``)."""
+    # a short fetch wait: the end of a partition is seen from a fetch that came back empty
     consumer = make_consumer(settings, group or f"{settings.namespace}ridestream-reader",
-                             **{"enable.partition.eof": True, **overrides})
+                             **{"enable.partition.eof": True, "fetch.wait.max.ms": 20, **overrides})
     try:
         try:
             meta = consumer.list_topics(topic, timeout=settings.connect_timeout_s).topics.get(topic)
@@ -54,8 +55,10 @@ def read_to_end(settings: Settings, topic: str, since: datetime | None = None, t
             parts = [tp for tp in parts if tp.offset >= 0]  # -1: nothing at or after the time there
         if not parts:
             return
-        consumer.assign(parts)
+        # before assigning: once fetches are in flight, each watermark request waits behind one on
+        # the broker's connection (up to fetch.wait.max.ms) — 2 s for a changelog's six partitions
         ends = {tp.partition: _high_watermark(consumer, tp, settings.connect_timeout_s) for tp in parts}
+        consumer.assign(parts)
         open_parts = {tp.partition for tp in parts
                       if ends[tp.partition] is None or ends[tp.partition] > max(tp.offset, 0)}
         deadline = time.monotonic() + timeout
@@ -63,7 +66,7 @@ def read_to_end(settings: Settings, topic: str, since: datetime | None = None, t
             if time.monotonic() > deadline:
                 raise ReadTimeout(f"could not read {topic} to its end within {timeout:.0f}s "
                                   f"(partitions {sorted(open_parts)}): is the broker busy?")
-            for msg in consumer.consume(1000, timeout=0.5):
+            for msg in consumer.consume(1000, timeout=0.1):  # the end is seen between two calls
                 err = msg.error()
                 if err is None:
                     yield msg
