@@ -21,6 +21,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from pydantic import ValidationError
 
 from consumers.deployment import Deployment
+from consumers.services import serving_load
 from shared.contract.codec import encode
 from shared.contract.control import AuditRecord, DeploymentPlan
 from shared.contract.topics import Service
@@ -29,7 +30,7 @@ from shared.kafka.clients import flush_all, make_consumer, make_producer, produc
 from shared.kafka.reading import ReadTimeout
 from shared.kafka.reading import read_to_end as read_topic
 from shared.kafka.settings import Settings
-from shared.ml.artifacts import Model, cached_probe, load_model
+from shared.ml.artifacts import Model, cached_probe
 
 log = logging.getLogger("ridestream.control")
 
@@ -144,12 +145,12 @@ class PlanFollower:
     """
 
     def __init__(self, settings: Settings, service: Service, model_names: list[str], serving: dict[str, Model],
-                 load: Callable[[str, str], Model] = load_model, poll_s: float = 0.5, colour: str = "blue"):
+                 load: Callable[[str, str], Model] | None = None, poll_s: float = 0.5, colour: str = "blue"):
         self.settings = settings
         self.colour = colour
         self.service = service
         self.model_names = model_names
-        self.load = load
+        self.load = load or serving_load(settings)
         self.poll_s = poll_s
         self.loaded: dict[tuple[str, str], Model] = {(m.name, m.version): m for m in serving.values()}
         self.plan_id = 0  # the newest plan seen (followed or refused)

@@ -52,7 +52,7 @@ from shared.errors import AccessDenied
 from shared.kafka.clients import ACL_ERRORS, AUTH_ERRORS, consume_ready, make_consumer
 from shared.kafka.settings import Settings
 from shared.ml.artifacts import Model
-from shared.ml.compiled import meanwhile
+from shared.ml.native import meanwhile
 
 log = logging.getLogger("ridestream.runtime")
 
@@ -332,7 +332,7 @@ class Runtime:
     # --- one batch ---------------------------------------------------------------------------
     def process(self, msgs: Sequence[Message]) -> BatchResult:
         """Validate and score a batch. A large one's output is produced while the next batch's
-        trees run (:func:`shared.ml.compiled.meanwhile`), or as soon as no next batch is waiting
+        trees run (:func:`shared.ml.native.meanwhile`), or as soon as no next batch is waiting
         (:meth:`_next_batch`), so a batch's Python work overlaps the next one's native work."""
         received = time.monotonic()
         batch = ScoredBatch(received, BatchResult(consumed=len(msgs)))

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import numpy as np
 from consumers.scoring import Answer, RideMemory, Rule, ServiceSpec
 from shared.contract.topics import Service
 from shared.errors import RidestreamError
+from shared.kafka.settings import Settings
 from shared.ml.artifacts import Model, load_model, resolve
 
 
@@ -60,11 +62,22 @@ COST = ServiceSpec(name="cost", rules=(Rule("ride_requested", "cost"),))
 SERVICE_SPECS: dict[Service, ServiceSpec] = {s.name: s for s in (DURATION, TIP, COST)}
 
 
-def pick_models(spec: ServiceSpec, choices: list[str] | None) -> dict[str, Model]:
+def pick_models(spec: ServiceSpec, choices: list[str] | None, settings: Settings | None = None) -> dict[str, Model]:
     """The service's models (for `consume` and `replay`): the current ones, except those a
-    choice names (:func:`choose_versions`)."""
+    choice names (:func:`choose_versions`); with ``settings``, served from their cached serving
+    forms where there are any (:func:`serving_load`)."""
     versions = choose_versions(spec, choices)
-    return {name: load_model(name, versions.get(name)) for name in spec.model_names}
+    load = serving_load(settings) if settings is not None else load_model
+    return {name: load(name, versions.get(name)) for name in spec.model_names}
+
+
+def serving_load(settings: Settings) -> Callable[..., Model]:
+    """:func:`shared.ml.artifacts.load_model` as a service loads: from the model's serving form in
+    the compiled-trees cache when it is there and checks out — no scikit-learn in the process —
+    unless ``native_models`` is off."""
+    if not settings.native_models:
+        return load_model
+    return partial(load_model, native_cache=settings.compiled_dir, threads=settings.predict_threads)
 
 
 def choose_versions(spec: ServiceSpec, choices: list[str] | None) -> dict[str, str]:

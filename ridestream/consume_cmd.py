@@ -45,7 +45,7 @@ def consume(
     overrides = {"batch_size": batch_size, "metrics_port": metrics_port}
     settings = load_settings(**{k: v for k, v in overrides.items() if v is not None})
     spec = SERVICE_SPECS[service]  # type: ignore[index]
-    models = pick_models(spec, model)
+    models = pick_models(spec, model, settings)
     runtime = Runtime(spec, settings, models, group_id=group, stop_event=stopping, follow_plans=not model,
                       colour=colour)
     require_topics(make_admin(settings), settings, [runtime.input_topic, runtime.output_topic, runtime.dlq_topic])

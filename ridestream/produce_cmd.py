@@ -52,7 +52,8 @@ def produce(
         signal.signal(sig, lambda *_: stopping.set())
     settings = load_settings()
     require_topics(make_admin(settings), settings, [settings.topics.events, settings.topics.predictions("duration")])
-    initial = load_model("initial_duration")
+    initial = load_model("initial_duration", native_cache=settings.compiled_dir if settings.native_models else None,
+                         threads=settings.predict_threads)
     if settings.native_models:  # as the services and the web backend serve it: scikit-learn's predict of the
         initial.accelerate(settings.compiled_dir, settings.predict_threads)  # ensemble was 2/3 of the backend's time
     backend = Backend(settings, initial, stop_event=stopping)

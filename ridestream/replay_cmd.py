@@ -37,7 +37,7 @@ def replay(
     first, last = parse_position(start), parse_position(end)
     settings = load_settings()
     spec = SERVICE_SPECS[service]  # type: ignore[index]
-    models = pick_models(spec, model)
+    models = pick_models(spec, model, settings)
     file_sink = FileSink(output) if output is not None else None  # a bad suffix is refused before connecting
     admin = make_admin(settings)
     require_topics(admin, settings, [settings.topics.events])

@@ -50,8 +50,9 @@ from shared.ml.artifacts import (
     save_model,
 )
 from shared.ml.cost_model import CostFromDuration
-from shared.ml.features import REQUEST_CATEGORICAL, ZonePace, request_columns
+from shared.ml.features import REQUEST_CATEGORICAL, request_columns
 from shared.ml.registry import register
+from shared.ml.zone_pace import ZonePace
 from training.data import Dataset, load_dataset
 from training.evaluate import evaluate
 from training.reference import progress_weights, reference_for

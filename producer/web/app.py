@@ -215,9 +215,11 @@ class WebBackend:
         self.metrics = Metrics(self)
 
     def load_models(self) -> None:
-        for service, name in MODEL_OF.items():
-            model = load_model(name)
-            if self.config.native_models and self.settings.native_models:
+        native = self.config.native_models and self.settings.native_models
+        for service, name in MODEL_OF.items():  # from a cached serving form, without scikit-learn, if there is one
+            model = load_model(name, native_cache=self.settings.compiled_dir if native else None,
+                               threads=self.settings.model_threads or 1)
+            if native:
                 model.accelerate(self.settings.compiled_dir, self.settings.model_threads or 1)
             self.models[service] = BatchedModel(model, self.executor)
         if self.config.duration_url and not self.config.only_predict:

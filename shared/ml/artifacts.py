@@ -10,27 +10,26 @@ model's bytes, training-data fingerprint, library versions, features, metrics);
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import io
 import json
 import logging
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import joblib
 import numpy as np
-import sklearn
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared import PROJECT_ROOT
 from shared.data import simulator
 from shared.data.tlc import sample_trips
 from shared.errors import RidestreamError
-from shared.ml.compiled import Predict, verified
 from shared.ml.features import (
     PROGRESS_FEATURES,
     PROGRESS_FIELDS,
@@ -42,6 +41,7 @@ from shared.ml.features import (
     request_columns,
     request_features,
 )
+from shared.ml.native import Predict, load_form
 
 MODELS_DIR = PROJECT_ROOT / "models"  # the default store; the setting RIDESTREAM_MODEL_STORE moves it
 CHAMPION = "champion"  # the alias the fleet serves, kept in <name>/CURRENT
@@ -105,9 +105,13 @@ class Model:
 
     def accelerate(self, cache_dir: Path, threads: int = 1) -> bool:
         """Serve from compiled trees (:mod:`shared.ml.compiled`) when they reproduce this model's
-        predictions on a probe batch; True if they do. Compiling takes seconds, once per version."""
+        predictions on a probe batch; True if they do. Compiling takes seconds, once per version;
+        the serving form it leaves in ``cache_dir`` lets :func:`load_model` skip scikit-learn."""
         if self.native is None:
-            native = verified(self.estimator, cached_probe(self.name, cache_dir), cache_dir, threads)
+            from shared.ml.compiled import verified
+
+            native = verified(self.estimator, cached_probe(self.name, cache_dir), cache_dir, threads,
+                              key=form_key(self.metadata))
             object.__setattr__(self, "native", native)
         return self.native is not None
 
@@ -235,6 +239,8 @@ def save_model(estimator: Any, metadata: dict[str, Any], models_dir: Path | None
         fd, tmp = tempfile.mkstemp(prefix=".model.joblib.", suffix=".tmp", dir=path)
         os.close(fd)
         try:
+            import joblib
+
             joblib.dump(estimator, tmp, compress=3)
             digest = checksum(Path(tmp))
             os.chmod(tmp, _FILE_MODE)
@@ -343,10 +349,11 @@ def check_artifact(path: Path | str, name: str | None = None) -> dict[str, Any]:
                 f"{actual.removeprefix('sha256:')[:12]}…, expected {str(expected).removeprefix('sha256:')[:12]}…); "
                 f"copy the artifact again or retrain it with `ridestream train`")
     trained_with = metadata.get("library_versions", {}).get("scikit-learn", "unknown")
-    if _minor(trained_with) != _minor(sklearn.__version__):
+    here = importlib.metadata.version("scikit-learn")  # not the module: serving may never import it
+    if _minor(trained_with) != _minor(here):
         raise ModelError(
             f"{label} was trained with scikit-learn {trained_with}, but this environment has "
-            f"{sklearn.__version__}: retrain it with `ridestream train`, or install scikit-learn=={trained_with}"
+            f"{here}: retrain it with `ridestream train`, or install scikit-learn=={trained_with}"
         )
     if name in _KIND:
         built, listed = list(features_of(name)), list(metadata.get("features") or [])
@@ -362,13 +369,50 @@ def check_artifact(path: Path | str, name: str | None = None) -> dict[str, Any]:
     return metadata
 
 
-def load_model(name: str, version: str | None = None, models_dir: Path | None = None) -> Model:
+def load_model(name: str, version: str | None = None, models_dir: Path | None = None,
+               native_cache: Path | None = None, threads: int = 1) -> Model:
     """Load a model — the champion, a version, an alias or an artifact folder (see :func:`resolve`)
-    — once :func:`check_artifact` accepts it; any refusal is a one-line :class:`ModelError`."""
+    — once :func:`check_artifact` accepts it; any refusal is a one-line :class:`ModelError`.
+
+    With ``native_cache`` (a service's compiled-trees cache) a model whose serving form is cached
+    there, and reproduces scikit-learn's predictions on the probe batch, is served from it at once
+    without unpickling it: scikit-learn is then imported only if something asks for the estimator."""
     path = resolve(name, version, models_dir)
     metadata = check_artifact(path, name)
+    key = form_key(metadata)
+    if native_cache is not None and key is not None:
+        native = load_form(native_cache, key, cached_probe(name, native_cache), threads)
+        if native is not None:
+            return Model(metadata["name"], metadata["version"], _Unpickled(path), metadata, path, native=native)
+    return Model(metadata["name"], metadata["version"], _unpickle(path), metadata, path)
+
+
+def form_key(metadata: dict[str, Any]) -> str | None:
+    """The name of an artifact's serving form in a cache: its model, version and checksum (None
+    without a checksum: nothing would tie a form to these bytes)."""
+    digest = str(metadata.get("checksum") or "").removeprefix("sha256:")
+    return f"{metadata['name']}-{metadata['version']}-{digest[:16]}" if digest else None
+
+
+def _unpickle(path: Path) -> Any:
+    import joblib
+
     try:
-        estimator = joblib.load(path / "model.joblib")
+        return joblib.load(path / "model.joblib")
     except Exception as exc:  # a foreign pickle, or one without a checksum that is damaged
         raise ModelError(f"cannot load {path / 'model.joblib'}: {type(exc).__name__}: {exc}") from None
-    return Model(metadata["name"], metadata["version"], estimator, metadata, path)
+
+
+class _Unpickled:
+    """The estimator of a model served from its serving form, unpickled (with scikit-learn) the
+    first time anything reads it: its checksum was checked when the model was loaded."""
+
+    def __init__(self, path: Path):
+        self._path, self._estimator = path, None
+        self._lock = threading.Lock()
+
+    def __getattr__(self, attr: str) -> Any:
+        with self._lock:
+            if self._estimator is None:
+                self._estimator = _unpickle(self._path)
+        return getattr(self._estimator, attr)

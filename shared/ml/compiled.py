@@ -7,8 +7,9 @@ them with a loop of ours (:data:`_ROWS_SOURCE`) to a shared library, so one call
 batch in C. What sits around the boosters — the zone-pace step, the log-target inverse, the
 ensemble's mean — stays numpy.
 
-Compiled trees run without the GIL: :func:`meanwhile` lets the caller's thread do Python work
-(the runtime produces the previous batch) while they run.
+What a model was taken apart into — which libraries, and the numpy around them — is its serving
+form (:mod:`shared.ml.native`): compiled trees are always assembled from it, and it is cached so a
+replica can serve from it later without scikit-learn.
 
 Safety: a compiled model is used only after it reproduced scikit-learn's predictions on a probe
 batch (real trips, plus every category code a feature may carry); anything unsupported, no
@@ -28,10 +29,8 @@ import platform
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -41,58 +40,11 @@ from sklearn.ensemble import HistGradientBoostingRegressor, VotingRegressor
 from sklearn.pipeline import Pipeline
 
 from shared.ml.cost_model import CostFromDuration
+from shared.ml.native import INVERSES, TOLERANCE, Form, NotCompilable, Predict, build, form_document, form_path
+from shared.ml.zone_pace import ZonePace
 
 log = logging.getLogger("ridestream.compiled")
-
-Predict = Callable[[np.ndarray], np.ndarray]
-TOLERANCE = 1e-6  # largest difference from scikit-learn accepted, in the target's unit
-
-
-class NotCompilable(Exception):
-    """This estimator (or a part of it) has no compiled form here."""
-
-
-_spare = threading.local()  # the task :func:`meanwhile` holds for this thread's next native call
-
-
-@contextmanager
-def meanwhile(task: Callable[[], None], min_rows: int = 0) -> Iterator[None]:
-    """Run ``task`` on this thread while the block's first compiled prediction of at least
-    ``min_rows`` rows runs — the trees release the GIL, so the two overlap on two cores — or at the
-    block's end if none ran. A caller that knows its batch passes its largest group's size (about):
-    the task then overlaps the longest call (the duration service's progress model, not the first,
-    small request ensemble).
-
-    If the block raises, ``task`` is dropped: the caller decides what an unfinished task means."""
-    _spare.task, _spare.min_rows = task, min_rows
-    try:
-        yield
-    except BaseException:
-        _spare.task = None
-        raise
-    left, _spare.task = getattr(_spare, "task", None), None
-    if left is not None:
-        left()
-
-
-@cache
-def _native_thread() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(1, thread_name_prefix="native-predict")
-
-
-def _beside_spare_task(call: Callable[[], np.ndarray], rows: int) -> np.ndarray:
-    """``call()`` on ``rows`` rows, with this thread's spare task (if any, and if the call is large
-    enough for it) run meanwhile."""
-    task = getattr(_spare, "task", None)
-    if task is None or rows < _spare.min_rows:
-        return call()
-    _spare.task = None
-    running = _native_thread().submit(call)
-    try:
-        task()
-    finally:
-        result = running.result()  # never leave native code running behind an exception
-    return result
+__all__ = ["TOLERANCE", "NotCompilable", "Predict", "compile_estimator", "form_of", "verified"]
 
 
 # Compiled beside the generated trees: a whole batch in one call. tl2cgen's own runtime (a
@@ -191,7 +143,8 @@ def _build(model: Any, path: Path, cache: Path) -> None:
         os.replace(built, path)  # atomic (same directory tree): a reader sees all of it or nothing
 
 
-def _library(booster: HistGradientBoostingRegressor, cache: Path, threads: int) -> Predict:
+def _library(booster: HistGradientBoostingRegressor, cache: Path) -> Form:
+    """The booster compiled to a library in ``cache`` (once: then reused), as a ``trees`` form."""
     import tl2cgen
     import treelite
 
@@ -205,101 +158,65 @@ def _library(booster: HistGradientBoostingRegressor, cache: Path, threads: int) 
             fcntl.flock(lock, fcntl.LOCK_EX)  # one process compiles; the others wait and reuse it
             if not path.is_file():
                 _build(model, path, cache)
-    library = ctypes.CDLL(str(path))  # a CDLL call releases the GIL while the trees run
-    if library.get_num_target() != 1:
-        raise NotCompilable("a booster with more than one target")
-    features = library.get_num_feature()
+    features = ctypes.CDLL(str(path)).get_num_feature()
     categorical, known = _known_categories(booster, features)
-    rows_of = library.ridestream_predict_rows
-    rows_of.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
-                        ctypes.c_void_p]
-    rows_of.restype = None
-    tables = (categorical.ctypes.data, known.ctypes.data, known.shape[1])
-
-    def run(X: np.ndarray, _tables_alive: tuple = (categorical, known)) -> np.ndarray:
-        out = np.empty(len(X))
-        rows_of(X.ctypes.data, len(X), *tables, out.ctypes.data)
-        return out
-
-    def predict(X: np.ndarray) -> np.ndarray:
-        X = np.ascontiguousarray(X, dtype=np.float64)  # read, never written
-        if X.ndim != 2 or X.shape[1] != features:
-            raise ValueError(f"features of shape {X.shape}; the trees take {features} a row")
-        if threads > 1 and len(X) >= _SPLIT_FROM:
-            return _beside_spare_task(lambda: _in_parts(run, X, threads), len(X))
-        return _beside_spare_task(lambda: run(X), len(X))
-
-    return predict
+    return {"kind": "trees", "library": path.name, "categorical": categorical, "known": known}
 
 
-_SPLIT_FROM = 2000  # rows below which one thread scores the whole batch (model_threads > 1)
-
-
-@cache
-def _part_threads(parts: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(parts, thread_name_prefix="native-part")
-
-
-def _in_parts(run: Callable[[np.ndarray], np.ndarray], X: np.ndarray, parts: int) -> np.ndarray:
-    """``run`` over ``parts`` slices of ``X`` on as many threads (each call releases the GIL)."""
-    return np.concatenate(list(_part_threads(parts).map(run, np.array_split(X, parts))))
-
-
-def _known_categories(booster: HistGradientBoostingRegressor, features: int) -> tuple[np.ndarray, np.ndarray]:
-    """Which features are categorical (one byte each), and a (features × width) table of the
-    categories the booster saw in training, for :data:`_ROWS_SOURCE`: scikit-learn treats any
-    other value of a categorical feature as missing. (HistGradientBoosting's categories are small
-    non-negative integers.)"""
+def _known_categories(booster: HistGradientBoostingRegressor, features: int) -> tuple[list[int], dict[str, list[int]]]:
+    """Which features are categorical, and the categories the booster saw in training for each
+    (scikit-learn treats any other value of a categorical feature as missing; HistGradientBoosting's
+    categories are small non-negative integers)."""
     flags = booster.is_categorical_
-    categorical = np.zeros(features, dtype=np.uint8)
     if flags is None or not flags.any():
-        return categorical, np.zeros((features, 1), dtype=np.uint8)
+        return [], {}
     encoder = getattr(booster, "_preprocessor", None)
     if encoder is None:
         raise NotCompilable("categorical features without scikit-learn's category encoder")
-    columns = np.flatnonzero(flags)
+    columns = [int(c) for c in np.flatnonzero(flags)]
+    if max(columns) >= features:
+        raise NotCompilable("a categorical feature beyond the trees' features")
     seen = [c[~np.isnan(c)].astype(np.intp) for c in encoder.named_transformers_["encoder"].categories_]
-    known = np.zeros((features, max((int(c.max()) for c in seen if len(c)), default=0) + 1), dtype=np.uint8)
-    for column, categories in zip(columns, seen):
-        known[column, categories] = 1
-    categorical[columns] = 1
-    return categorical, known
+    return columns, {str(column): sorted(int(v) for v in codes) for column, codes in zip(columns, seen)}
 
 
-def compile_estimator(estimator: Any, cache: Path, threads: int = 1) -> Predict:
-    """A native ``predict`` for a booster, or a pipeline / mean ensemble / log-target / cost from
-    duration of them."""
+def form_of(estimator: Any, cache: Path) -> Form:
+    """The serving form of a booster, or of a pipeline (zone-pace steps) / mean ensemble / log
+    target / cost from duration of them, with every booster compiled into ``cache``."""
     if isinstance(estimator, HistGradientBoostingRegressor):
-        return _library(estimator, cache, threads)
+        return _library(estimator, cache)
     if isinstance(estimator, Pipeline):
         *steps, (_, last) = estimator.steps
-        transforms = [step.transform for _, step in steps]
-        final = compile_estimator(last, cache, threads)
-
-        def pipeline(X: np.ndarray) -> np.ndarray:
-            for transform in transforms:
-                X = transform(X)
-            return final(X)
-
-        return pipeline
+        if not all(isinstance(step, ZonePace) for _, step in steps):
+            raise NotCompilable("a pipeline step other than the zone pace")
+        return {"kind": "pipeline", "zone_pace": [{"pickup": step.pickup.tolist(), "dropoff": step.dropoff.tolist()}
+                                                  for _, step in steps], "final": form_of(last, cache)}
     if isinstance(estimator, VotingRegressor) and estimator.weights is None:
-        members = [compile_estimator(e, cache, threads) for e in estimator.estimators_]
-        return lambda X: np.mean([m(X) for m in members], axis=0)
+        return {"kind": "mean", "members": [form_of(e, cache) for e in estimator.estimators_]}
     if isinstance(estimator, TransformedTargetRegressor) and estimator.inverse_func is not None:
-        inner, inverse = compile_estimator(estimator.regressor_, cache, threads), estimator.inverse_func
-        return lambda X: inverse(inner(X))
+        inverse = next((name for name, f in INVERSES.items() if f is estimator.inverse_func), None)
+        if inverse is None:
+            raise NotCompilable(f"a target transformed back by {estimator.inverse_func!r}")
+        return {"kind": "inverse", "inverse": inverse, "of": form_of(estimator.regressor_, cache)}
     if isinstance(estimator, CostFromDuration):
-        duration = compile_estimator(estimator.duration_, cache, threads)
-        fare = compile_estimator(estimator.fare_, cache, threads)
-        return lambda X: CostFromDuration.combine(X, duration, fare)
+        return {"kind": "cost", "duration": form_of(estimator.duration_, cache), "fare": form_of(estimator.fare_, cache)}
     raise NotCompilable(type(estimator).__name__)
 
 
-def verified(estimator: Any, probe: np.ndarray, cache: Path, threads: int = 1) -> Predict | None:
-    """The compiled ``predict`` if it matches ``estimator.predict`` on ``probe``; else None (logged)."""
+def compile_estimator(estimator: Any, cache: Path, threads: int = 1) -> Predict:
+    """A native ``predict`` for ``estimator``, assembled from its serving form (:func:`form_of`)."""
+    return build(form_of(estimator, cache), cache, threads)
+
+
+def verified(estimator: Any, probe: np.ndarray, cache: Path, threads: int = 1, key: str | None = None) -> Predict | None:
+    """The compiled ``predict`` if it matches ``estimator.predict`` on ``probe``; else None (logged).
+    With ``key`` (the artifact's), its serving form is cached under it with scikit-learn's
+    predictions, so a replica can serve it later without scikit-learn (:func:`shared.ml.native.load_form`)."""
     try:
-        fast = compile_estimator(estimator, cache, threads)
-        gap = float(np.max(np.abs(fast(probe) - estimator.predict(probe))))
+        form = form_of(estimator, cache)
+        fast = build(form, cache, threads)
+        expected = estimator.predict(probe)
+        gap = float(np.max(np.abs(fast(probe) - expected)))
     except NotCompilable as exc:
         log.info("no compiled form for %s: serving with scikit-learn", exc)
         return None
@@ -309,4 +226,11 @@ def verified(estimator: Any, probe: np.ndarray, cache: Path, threads: int = 1) -
     if not gap <= TOLERANCE:
         log.warning("compiled model differs from scikit-learn by %.3g: serving with scikit-learn", gap)
         return None
+    if key is not None:
+        from shared.ml.artifacts import write_atomic
+
+        try:
+            write_atomic(form_path(cache, key), form_document(form, probe, expected))
+        except OSError as exc:  # a read-only cache: served all the same, checked again next time
+            log.info("could not cache the serving form in %s: %s", cache, exc)
     return fast

@@ -21,20 +21,9 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 
-from shared.data.meter import NEWARK_SURCHARGE, meter_fare, slow_minutes
-from shared.data.zones import NEWARK
-from shared.ml.features import REQUEST_FEATURES
+from shared.ml.features import cost_from_parts, meter_columns
 
-_DISTANCE, _PICKUP, _DROPOFF = (REQUEST_FEATURES.index(f) for f in ("distance_mi", "pickup_zone", "dropoff_zone"))
-
-
-def meter_columns(X: np.ndarray, duration_min: np.ndarray) -> np.ndarray:
-    """``X`` with the duration, the slow minutes and the cost by the TLC's rules (the fare plus
-    Newark's surcharge) appended."""
-    duration = np.asarray(duration_min, dtype=np.float64)
-    distance, pickup, dropoff = X[:, _DISTANCE], X[:, _PICKUP], X[:, _DROPOFF]
-    by_rules = meter_fare(distance, duration, pickup, dropoff) + NEWARK_SURCHARGE * (dropoff == NEWARK)
-    return np.column_stack([X, duration, slow_minutes(distance, duration), by_rules])
+__all__ = ["CostFromDuration", "meter_columns"]
 
 
 class CostFromDuration(RegressorMixin, BaseEstimator):
@@ -64,5 +53,4 @@ class CostFromDuration(RegressorMixin, BaseEstimator):
     @staticmethod
     def combine(X: np.ndarray, duration: Any, fare: Any) -> np.ndarray:
         """The prediction from the two parts' ``predict`` functions (also the compiled ones)."""
-        features = meter_columns(np.asarray(X, dtype=np.float64), np.maximum(duration(X), 0.0))
-        return fare(features) + features[:, -1]
+        return cost_from_parts(X, duration, fare)

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from operator import attrgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
-from sklearn.base import BaseEstimator, TransformerMixin
 
+from shared.data.meter import NEWARK_SURCHARGE, meter_fare, slow_minutes
 from shared.data.tlc import epoch_seconds, local_hour_weekday
-from shared.data.zones import airport_flags, borough_codes
+from shared.data.zones import NEWARK, airport_flags, borough_codes
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 Columns = Mapping[str, np.ndarray]
 
@@ -104,36 +106,39 @@ def progress_features(cols: Columns) -> np.ndarray:
     ])
 
 
-class ZonePace(BaseEstimator, TransformerMixin):
-    """Appends each ride's pickup and dropoff zone's typical pace (log minutes per mile, learnt
-    from training trips and shrunk towards the city-wide median where a zone has few trips) to
-    the request features. Zone ids alone carry no notion of which zones are slow; this does.
+def zone_pace_columns(X: np.ndarray, pickup: np.ndarray, dropoff: np.ndarray) -> np.ndarray:
+    """Request features with each ride's pickup and dropoff zone's typical pace appended (the
+    tables of :class:`shared.ml.zone_pace.ZonePace`, the step that learns them)."""
+    pu = X[:, REQUEST_FEATURES.index("pickup_zone")].astype(np.int64)
+    do = X[:, REQUEST_FEATURES.index("dropoff_zone")].astype(np.int64)
+    return np.column_stack([X, pickup[pu], dropoff[do]])
 
-    The tables are computed by :meth:`from_trips` and travel inside the model artifact.
-    """
 
-    def __init__(self, pickup: np.ndarray | None = None, dropoff: np.ndarray | None = None):
-        self.pickup = pickup
-        self.dropoff = dropoff
+_DISTANCE, _PICKUP, _DROPOFF = (REQUEST_FEATURES.index(f) for f in ("distance_mi", "pickup_zone", "dropoff_zone"))
 
-    @classmethod
-    def from_trips(cls, pickup_zone: np.ndarray, dropoff_zone: np.ndarray, distance_mi: np.ndarray,
-                   duration_min: np.ndarray, shrink: float = 15.0) -> ZonePace:
-        log_pace = np.log(np.asarray(duration_min, float) / np.maximum(np.asarray(distance_mi, float), 0.05))
-        prior = float(np.median(log_pace))
 
-        def table(zones: np.ndarray) -> np.ndarray:
-            zones = np.asarray(zones, dtype=np.int64)
-            total = np.bincount(zones, weights=log_pace, minlength=266)
-            count = np.bincount(zones, minlength=266)
-            return (total + shrink * prior) / (count + shrink)
+def meter_columns(X: np.ndarray, duration_min: np.ndarray) -> np.ndarray:
+    """``X`` with the duration, the slow minutes and the cost by the TLC's rules (the fare plus
+    Newark's surcharge) appended: the cost model's features (:mod:`shared.ml.cost_model`)."""
+    duration = np.asarray(duration_min, dtype=np.float64)
+    distance, pickup, dropoff = X[:, _DISTANCE], X[:, _PICKUP], X[:, _DROPOFF]
+    by_rules = meter_fare(distance, duration, pickup, dropoff) + NEWARK_SURCHARGE * (dropoff == NEWARK)
+    return np.column_stack([X, duration, slow_minutes(distance, duration), by_rules])
 
-        return cls(table(pickup_zone), table(dropoff_zone))
 
-    def fit(self, X: np.ndarray, y: Any = None) -> ZonePace:
-        return self
+def cost_from_parts(X: np.ndarray, duration: Any, fare: Any) -> np.ndarray:
+    """The cost model's prediction from its two parts' ``predict`` functions: the meter at the
+    predicted duration plus the fare part's correction."""
+    features = meter_columns(np.asarray(X, dtype=np.float64), np.maximum(duration(X), 0.0))
+    return fare(features) + features[:, -1]
 
-    def transform(self, X: np.ndarray) -> np.ndarray:
-        pu = X[:, REQUEST_FEATURES.index("pickup_zone")].astype(np.int64)
-        do = X[:, REQUEST_FEATURES.index("dropoff_zone")].astype(np.int64)
-        return np.column_stack([X, self.pickup[pu], self.dropoff[do]])
+
+def __getattr__(name: str) -> Any:
+    """``ZonePace`` lived here: the shipped artifacts' pickles name it ``shared.ml.features.ZonePace``.
+    Imported on demand, so serving from compiled trees never loads scikit-learn."""
+    if name == "ZonePace":
+        from shared.ml.zone_pace import ZonePace
+
+        return ZonePace
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+

@@ -12,6 +12,7 @@ import pytest
 
 from shared.kafka.settings import Settings
 from shared.ml import compiled
+from shared.ml import native as native_trees
 from shared.ml.artifacts import MODEL_NAMES, load_model, probe_features
 
 
@@ -46,8 +47,8 @@ def test_a_library_is_compiled_once_and_reused(cache):
 @needs_gcc
 def test_a_compiled_model_that_disagrees_is_not_used(cache, monkeypatch, caplog):
     model = load_model("tip")
-    real = compiled.compile_estimator
-    monkeypatch.setattr(compiled, "compile_estimator", lambda *a, **k: (lambda X, f=real(*a, **k): f(X) + 0.01))
+    real = compiled.build
+    monkeypatch.setattr(compiled, "build", lambda *a, **k: (lambda X, f=real(*a, **k): f(X) + 0.01))
     assert not model.accelerate(cache)
     assert model.native is None and "differs from scikit-learn" in caplog.text
 
@@ -83,34 +84,34 @@ def test_a_task_runs_on_the_calling_thread_while_the_native_call_runs():
         ran_on.append(threading.get_ident())
         task_done.set()
 
-    with compiled.meanwhile(task):
-        result = compiled._beside_spare_task(native, 3)
+    with native_trees.meanwhile(task):
+        result = native_trees._beside_spare_task(native, 3)
         assert ran_on == [threading.get_ident()]  # done when the call returns, on this thread
-        np.testing.assert_array_equal(compiled._beside_spare_task(native, 3), result)  # the task ran once
+        np.testing.assert_array_equal(native_trees._beside_spare_task(native, 3), result)  # the task ran once
     assert ran_on == [threading.get_ident()]
 
 
 def test_the_task_waits_for_a_call_of_at_least_the_rows_it_was_given():
     ran = []
-    with compiled.meanwhile(lambda: ran.append("beside"), min_rows=100):
-        compiled._beside_spare_task(lambda: ran.append("small") or np.zeros(10), 10)  # too small: alone
+    with native_trees.meanwhile(lambda: ran.append("beside"), min_rows=100):
+        native_trees._beside_spare_task(lambda: ran.append("small") or np.zeros(10), 10)  # too small: alone
         assert ran == ["small"]
-        compiled._beside_spare_task(lambda: np.zeros(100), 100)
+        native_trees._beside_spare_task(lambda: np.zeros(100), 100)
         assert ran == ["small", "beside"]
-    with compiled.meanwhile(lambda: ran.append("end"), min_rows=100):
-        compiled._beside_spare_task(lambda: np.zeros(10), 10)
+    with native_trees.meanwhile(lambda: ran.append("end"), min_rows=100):
+        native_trees._beside_spare_task(lambda: np.zeros(10), 10)
     assert ran == ["small", "beside", "end"]  # no call large enough: at the block's end
 
 
 def test_a_task_without_a_native_call_runs_at_the_end_and_is_dropped_on_an_error():
     ran = []
-    with compiled.meanwhile(lambda: ran.append("end")):
+    with native_trees.meanwhile(lambda: ran.append("end")):
         assert ran == []
     assert ran == ["end"]
-    with pytest.raises(RuntimeError), compiled.meanwhile(lambda: ran.append("dropped")):
+    with pytest.raises(RuntimeError), native_trees.meanwhile(lambda: ran.append("dropped")):
         raise RuntimeError("scoring failed")
     assert ran == ["end"]
-    with compiled.meanwhile(lambda: ran.append("next")):  # nothing left over from the failed block
+    with native_trees.meanwhile(lambda: ran.append("next")):  # nothing left over from the failed block
         pass
     assert ran == ["end", "next"]
 
@@ -126,8 +127,8 @@ def test_a_failing_task_waits_for_the_native_call_before_raising():
     def task() -> None:
         raise ValueError("produce failed")
 
-    with pytest.raises(ValueError), compiled.meanwhile(task):
-        compiled._beside_spare_task(native, 1)
+    with pytest.raises(ValueError), native_trees.meanwhile(task):
+        native_trees._beside_spare_task(native, 1)
     assert finished == [True]
 
 
@@ -138,7 +139,7 @@ def test_compiled_predictions_are_the_same_with_a_task_beside_them(cache):
     X = probe_features("tip", rows=500, seed=3)
     alone = model.native(X)
     ran = []
-    with compiled.meanwhile(lambda: ran.append(threading.get_ident())):
+    with native_trees.meanwhile(lambda: ran.append(threading.get_ident())):
         beside = model.native(X)
         assert ran == [threading.get_ident()]  # it ran during the compiled call
     np.testing.assert_array_equal(beside, alone)
@@ -165,8 +166,8 @@ def test_a_large_batch_split_over_threads_scores_as_one(cache):
     model = load_model("initial_duration")
     fast = compiled.compile_estimator(model.estimator, cache, threads=3)
     X = probe_features("initial_duration", rows=1500, seed=11)
-    X = np.concatenate([X, X[::-1]])[: compiled._SPLIT_FROM + 7]
-    assert len(X) >= compiled._SPLIT_FROM
+    X = np.concatenate([X, X[::-1]])[: native_trees._SPLIT_FROM + 7]
+    assert len(X) >= native_trees._SPLIT_FROM
     np.testing.assert_allclose(fast(X), model.estimator.predict(X), atol=compiled.TOLERANCE)
     np.testing.assert_allclose(fast(X[:5]), model.estimator.predict(X[:5]), atol=compiled.TOLERANCE)
 
