@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 import orjson
-import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 from confluent_kafka import KafkaError, Message, Producer
 
 from shared.contract.predictions import PredictionColumns, Predictions
 from shared.errors import RidestreamError
 from shared.kafka.clients import flush_all, make_producer, make_transactional_producer, produce
 from shared.kafka.settings import Settings
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 FILE_FORMATS = (".parquet", ".csv", ".jsonl")
 
@@ -184,9 +185,13 @@ class FileSink:
         if self._file is None:
             self._file = open(self.path, "wb")
             if self.path.suffix == ".parquet":
-                self._writer = pq.ParquetWriter(self._file, _SCHEMA)
+                import pyarrow.parquet as pq
+
+                self._writer = pq.ParquetWriter(self._file, _schema())
             elif self.path.suffix == ".csv":
-                self._writer = pacsv.CSVWriter(self._file, _SCHEMA)
+                import pyarrow.csv as pacsv
+
+                self._writer = pacsv.CSVWriter(self._file, _schema())
         if self._writer is None:  # JSON Lines: the wire bytes, built column-wise
             for part in parts:
                 self._file.writelines(line + b"\n" for line in part.encoded())
@@ -223,9 +228,13 @@ class FileSink:
             if self.path.suffix == ".jsonl":
                 self.path.touch()
             elif self.path.suffix == ".parquet":
-                pq.write_table(_SCHEMA.empty_table(), self.path)
+                import pyarrow.parquet as pq
+
+                pq.write_table(_schema().empty_table(), self.path)
             else:
-                pacsv.write_csv(_SCHEMA.empty_table(), self.path)
+                import pyarrow.csv as pacsv
+
+                pacsv.write_csv(_schema().empty_table(), self.path)
         else:
             if self._writer is not None:
                 self._writer.close()
@@ -236,16 +245,24 @@ class FileSink:
             self.dlq_path.unlink(missing_ok=True)
 
 
-_SCHEMA = pa.schema([
-    ("schema_version", pa.int32()), ("prediction_id", pa.string()), ("ride_id", pa.string()),
-    ("event_id", pa.string()), ("service", pa.string()), ("model_version", pa.string()),
-    ("value", pa.float64()), ("unit", pa.string()), ("event_time", pa.timestamp("us", tz="UTC")),
-    ("scored_at", pa.timestamp("us", tz="UTC")), ("remaining_min", pa.float64()),
-])
+@cache
+def _schema() -> pa.Schema:
+    """The files' columns (pyarrow is imported by a replay to a file, not by a live service)."""
+    import pyarrow as pa
+
+    return pa.schema([
+        ("schema_version", pa.int32()), ("prediction_id", pa.string()), ("ride_id", pa.string()),
+        ("event_id", pa.string()), ("service", pa.string()), ("model_version", pa.string()),
+        ("value", pa.float64()), ("unit", pa.string()), ("event_time", pa.timestamp("us", tz="UTC")),
+        ("scored_at", pa.timestamp("us", tz="UTC")), ("remaining_min", pa.float64()),
+    ])
 
 
 def predictions_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
-    return pa.Table.from_pylist([{k: r.get(k) for k in _SCHEMA.names} for r in rows], schema=_SCHEMA)
+    import pyarrow as pa
+
+    schema = _schema()
+    return pa.Table.from_pylist([{k: r.get(k) for k in schema.names} for r in rows], schema=schema)
 
 
 def read_predictions(path: Path) -> list[dict[str, Any]]:
@@ -253,5 +270,8 @@ def read_predictions(path: Path) -> list[dict[str, Any]]:
     path = Path(path)
     if path.suffix == ".jsonl":
         return [orjson.loads(line) for line in path.read_bytes().splitlines() if line]
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
     table = pq.read_table(path) if path.suffix == ".parquet" else pacsv.read_csv(path)
     return table.to_pylist()

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import csv
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
-from shared import PROJECT_ROOT
+from shared.data.files import ZONES_CSV
 
-ZONES_CSV = PROJECT_ROOT / "data" / "taxi_zones.csv"
+if TYPE_CHECKING:
+    import pandas as pd
+
 BOROUGHS = ("Manhattan", "Queens", "Brooklyn", "Bronx", "Staten Island", "EWR", "Unknown")
 NEWARK, JFK, LAGUARDIA = 1, 132, 138
 AIRPORT_ZONES = (NEWARK, JFK, LAGUARDIA)
@@ -18,6 +21,8 @@ UNKNOWN_ZONES = (264, 265)  # "Unknown" / "Outside of NYC" in TLC data
 
 @lru_cache(maxsize=1)
 def zone_table() -> pd.DataFrame:
+    import pandas as pd
+
     return pd.read_csv(ZONES_CSV).set_index("LocationID")
 
 
@@ -25,9 +30,10 @@ def zone_table() -> pd.DataFrame:
 def borough_codes() -> np.ndarray:
     """``borough_codes()[zone]`` is the index of the zone's borough in :data:`BOROUGHS`."""
     codes = np.full(266, BOROUGHS.index("Unknown"), dtype=np.int8)
-    for zone, borough in zone_table()["borough"].items():
-        if borough in BOROUGHS:
-            codes[int(zone)] = BOROUGHS.index(borough)
+    with open(ZONES_CSV, newline="") as f:  # the csv module: a service reads it without pandas
+        for row in csv.DictReader(f):
+            if row["borough"] in BOROUGHS:
+                codes[int(row["LocationID"])] = BOROUGHS.index(row["borough"])
     return codes
 
 

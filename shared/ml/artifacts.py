@@ -27,8 +27,6 @@ import numpy as np
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared import PROJECT_ROOT
-from shared.data import simulator
-from shared.data.tlc import sample_trips
 from shared.errors import RidestreamError
 from shared.ml.features import (
     PROGRESS_FEATURES,
@@ -141,6 +139,9 @@ class Model:
 def probe_features(name: str, rows: int = 1500, seed: int = 0) -> np.ndarray:
     """Feature rows to check a compiled model against scikit-learn: real sample trips, and rows
     that carry every zone and payment type (also codes the training data may never have shown)."""
+    from shared.data import simulator
+    from shared.data.tlc import sample_trips
+
     rng = np.random.default_rng(seed)
     trips = sample_trips().head(rows)
     if _KIND[name] == "progress":
@@ -168,7 +169,7 @@ def cached_probe(name: str, cache_dir: Path) -> np.ndarray:
     trips again (~12 MB that stay in the process, and part of its start). Named by the model kind,
     its features and the sample's bytes; any probe is as good a check as another, so a stale one
     would weaken nothing, but a new sample or feature list makes a new one."""
-    from shared.data.tlc import SAMPLE_TRIPS
+    from shared.data.files import SAMPLE_TRIPS
 
     key = hashlib.sha256("\0".join((_PROBE_TAG, _KIND[name], *features_of(name))).encode()
                          + SAMPLE_TRIPS.read_bytes()).hexdigest()[:16]

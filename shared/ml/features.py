@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from shared.data.clock import epoch_seconds, local_hour_weekday
 from shared.data.meter import NEWARK_SURCHARGE, meter_fare, slow_minutes
-from shared.data.tlc import epoch_seconds, local_hour_weekday
 from shared.data.zones import NEWARK, airport_flags, borough_codes
 
 if TYPE_CHECKING:

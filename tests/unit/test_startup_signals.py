@@ -31,13 +31,27 @@ def test_a_signal_during_start_up_is_remembered_then_ends_the_process_cleanly():
             signal.signal(sig, handler)
 
 
+# the stop arrives exactly while `consume` imports the runtime (not after a sleep: a warm service's
+# imports take well under a second now, and a timed signal would land after them)
+_STOP_DURING_IMPORTS = """
+import importlib.abc, os, signal, sys
+
+class StopWhenTheRuntimeImports(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "consumers.runtime":
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return None
+
+sys.meta_path.insert(0, StopWhenTheRuntimeImports())
+sys.argv = ["ridestream", "consume", "tip"]
+from ridestream.cli import main
+main()
+"""
+
+
 def test_a_service_stopped_while_it_imports_exits_0():
-    # 0.8 s is inside the 2–4 s of imports; the broker address is never reached
-    proc = subprocess.Popen([sys.executable, "-m", "ridestream.cli", "consume", "tip"],
-                            env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": "localhost:1"},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(0.8)
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 0, stderr
-    assert "stopped by SIGTERM while starting" in stderr
+    proc = subprocess.run([sys.executable, "-c", _STOP_DURING_IMPORTS], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": "localhost:1"})  # never reached
+    assert proc.returncode == 0, proc.stderr
+    assert "stopped by SIGTERM while starting" in proc.stderr

@@ -93,7 +93,7 @@ def test_local_hour_and_weekday_at_every_offset_change_from_1970_to_2100_and_bey
     import numpy as np
     import pandas as pd
 
-    from shared.data.tlc import NYC_TZ, _nyc_offsets, local_hour_weekday
+    from shared.data.clock import NYC_TZ, _nyc_offsets, local_hour_weekday
 
     starts, _ = _nyc_offsets()
     assert len(starts) > 250  # two changes a year
