@@ -47,6 +47,8 @@ def bench(
                                             "steady stream, process start → first prediction (trees cached)"),
     startup_only: bool = typer.Option(False, "--startup-only", help="only the start-up and footprint phase "
                                       "(default output bench/results/startup.json)"),
+    startup_rate: float = typer.Option(1000.0, min=1, help="with --startup-only: the steady stream's rate "
+                                       "(events/s) at which each service's RSS is sampled"),
     replay_memory: bool = typer.Option(False, "--replay-memory", help="only the peak RSS of streamed replays to "
                                        "Parquet of 0.4 M and 4 M events (default bench/results/replay-memory.json)"),
     replay_service: str = typer.Option("duration", help="with --replay-memory: the service replayed"),
@@ -84,7 +86,7 @@ def bench(
                         events=events, repeat=repeat, naive_events=naive_events)
         return
     if startup_only or replay_memory:
-        _bench_section(settings, output, startup_only, replay_service)
+        _bench_section(settings, output, startup_only, replay_service, startup_rate)
         return
     output = output or Path("bench/results/latest.json")
     cfg = BenchConfig(events=events, repeat=repeat, naive_events=naive_events, quix=quix, peers=peers,
@@ -160,7 +162,8 @@ def _plan(settings, rate: float) -> None:
         out.print(note)
 
 
-def _bench_section(settings, output: Path | None, startup: bool, replay_service: str) -> None:
+def _bench_section(settings, output: Path | None, startup: bool, replay_service: str,
+                   startup_rate: float = 1000.0) -> None:
     """One phase alone: start-up and footprint, or the replays' peak memory."""
     import json
 
@@ -174,7 +177,7 @@ def _bench_section(settings, output: Path | None, startup: bool, replay_service:
 
         def run(phase):
             phase("start-up and footprint: --help, each service at a steady stream, start → first prediction")
-            return run_startup(settings).as_json()
+            return run_startup(settings, rate=startup_rate).as_json()
     else:
         from bench.replay_memory import markdown as section_markdown
         from bench.replay_memory import replay_memory
