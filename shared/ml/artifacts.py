@@ -39,7 +39,7 @@ from shared.ml.features import (
     request_columns,
     request_features,
 )
-from shared.ml.native import Predict, load_form
+from shared.ml.native import Predict, form_path, load_form
 
 MODELS_DIR = PROJECT_ROOT / "models"  # the default store; the setting RIDESTREAM_MODEL_STORE moves it
 CHAMPION = "champion"  # the alias the fleet serves, kept in <name>/CURRENT
@@ -381,7 +381,7 @@ def load_model(name: str, version: str | None = None, models_dir: Path | None = 
     path = resolve(name, version, models_dir)
     metadata = check_artifact(path, name)
     key = form_key(metadata)
-    if native_cache is not None and key is not None:
+    if native_cache is not None and key is not None and form_path(native_cache, key).is_file():
         native = load_form(native_cache, key, cached_probe(name, native_cache), threads)
         if native is not None:
             return Model(metadata["name"], metadata["version"], _Unpickled(path), metadata, path, native=native)
