@@ -26,7 +26,7 @@ def local_hour_weekday(epoch_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     Times from 1970 to 2100 take their UTC offset from a table of New York's offset changes (one
     ``searchsorted``): pandas' time-zone conversion costs about a millisecond per call, which a
-    small live batch feels. Anything else (NaN, other centuries) goes through pandas."""
+    small live batch feels. Other centuries go through zoneinfo, NaN through pandas."""
     epoch = np.asarray(epoch_s, dtype=np.float64)
     starts, offsets = _nyc_offsets()
     if len(epoch):
@@ -35,7 +35,11 @@ def local_hour_weekday(epoch_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             local_s = np.floor(epoch + offsets[np.searchsorted(starts, epoch, side="right") - 1]).astype(np.int64)
             # 1970-01-01 was a Thursday (3 when Monday is 0)
             return (local_s // 3600) % 24, (local_s // 86400 + 3) % 7
-    import pandas as pd
+    if not np.isnan(epoch).any():  # times of other centuries (valid events): zoneinfo, one at a time
+        local = [datetime.fromtimestamp(float(t), _NYC) for t in epoch]
+        return (np.fromiter((t.hour for t in local), np.int64, len(local)),
+                np.fromiter((t.weekday() for t in local), np.int64, len(local)))
+    import pandas as pd  # NaN (training tables only)
 
     local = pd.to_datetime(epoch, unit="s", utc=True).tz_convert(NYC_TZ)
     return np.asarray(local.hour, dtype=np.int64), np.asarray(local.day_of_week, dtype=np.int64)

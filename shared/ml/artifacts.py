@@ -406,14 +406,19 @@ def _unpickle(path: Path) -> Any:
 
 class _Unpickled:
     """The estimator of a model served from its serving form, unpickled (with scikit-learn) the
-    first time anything reads it: its checksum was checked when the model was loaded."""
+    first time anything reads one of its attributes — after checking the artifact again, since it
+    may have changed since the model was loaded. Not the estimator's type: code that needs the real
+    object (isinstance, copies) loads the model without ``native_cache``."""
 
     def __init__(self, path: Path):
         self._path, self._estimator = path, None
         self._lock = threading.Lock()
 
     def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__") or attr in ("_path", "_estimator", "_lock"):  # copy and pickle probe these
+            raise AttributeError(attr)
         with self._lock:
             if self._estimator is None:
+                check_artifact(self._path)
                 self._estimator = _unpickle(self._path)
         return getattr(self._estimator, attr)

@@ -40,7 +40,17 @@ from sklearn.ensemble import HistGradientBoostingRegressor, VotingRegressor
 from sklearn.pipeline import Pipeline
 
 from shared.ml.cost_model import CostFromDuration
-from shared.ml.native import INVERSES, TOLERANCE, Form, NotCompilable, Predict, build, form_document, form_path
+from shared.ml.native import (
+    INVERSES,
+    ROWS_TAG,
+    TOLERANCE,
+    Form,
+    NotCompilable,
+    Predict,
+    build,
+    form_document,
+    form_path,
+)
 from shared.ml.zone_pace import ZonePace
 
 log = logging.getLogger("ridestream.compiled")
@@ -76,7 +86,6 @@ void ridestream_predict_rows(const double* X, int64_t rows, const unsigned char*
   }
 }
 """
-_ROWS_TAG = "rows2"  # part of the cached library's name: bump when _ROWS_SOURCE changes
 
 
 @ctypes.CFUNCTYPE(None, ctypes.c_char_p)
@@ -150,7 +159,7 @@ def _library(booster: HistGradientBoostingRegressor, cache: Path) -> Form:
 
     model = treelite.sklearn.import_model(booster)
     digest = hashlib.sha256(model.serialize_bytes()).hexdigest()[:16]
-    tag = f"{tl2cgen.__version__}-{_ROWS_TAG}-{platform.machine()}"
+    tag = f"{tl2cgen.__version__}-{ROWS_TAG}-{platform.machine()}"
     path = cache / f"trees-{digest}-{tag}.so"
     if not path.is_file():
         cache.mkdir(parents=True, exist_ok=True)

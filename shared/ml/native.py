@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import importlib.metadata
 import json
 import logging
 import threading
@@ -40,6 +41,7 @@ Predict = Callable[[np.ndarray], np.ndarray]
 Form = dict[str, Any]
 TOLERANCE = 1e-6  # largest difference from scikit-learn accepted, in the target's unit
 FORM_TAG = "form1"  # part of a form's file name: bump when the form's shape or meaning changes
+ROWS_TAG = "rows2"  # part of a compiled library's and a form's name: bump when compiled._ROWS_SOURCE changes
 INVERSES: dict[str, Callable[[np.ndarray], np.ndarray]] = {"expm1": np.expm1}
 
 
@@ -108,7 +110,10 @@ def _trees(form: Form, cache_dir: Path, threads: int) -> Predict:
     flags the categorical features, ``known`` lists the categories each saw in training:
     scikit-learn treats any other value of a categorical feature as missing, and the library's
     loop (``compiled._ROWS_SOURCE``) does the same with the table built here."""
-    path = Path(cache_dir) / form["library"]
+    name = form["library"]
+    if Path(name).name != name or not name.startswith("trees-") or not name.endswith(".so"):
+        raise ValueError(f"{name!r} is not a library of the cache")  # only the cache's own libraries load
+    path = Path(cache_dir) / name
     if not path.is_file():
         raise FileNotFoundError(f"{path} is not in the cache")
     library = ctypes.CDLL(str(path))  # a CDLL call releases the GIL while the trees run
@@ -173,8 +178,17 @@ def build(form: Form, cache_dir: Path, threads: int = 1) -> Predict:
     raise NotCompilable(f"a serving form of kind {kind!r}")
 
 
+@cache
+def _made_with() -> str:
+    """What a form and its libraries were checked with: the libraries' loop, tl2cgen, and the
+    scikit-learn whose predictions the form holds. Any of them changed, the form is not found,
+    and the model is checked (and its trees built) again."""
+    version = importlib.metadata.version
+    return f"{ROWS_TAG}-tl2cgen{version('tl2cgen')}-sklearn{version('scikit-learn')}"
+
+
 def form_path(cache_dir: Path, key: str) -> Path:
-    return Path(cache_dir) / f"{FORM_TAG}-{key}.json"
+    return Path(cache_dir) / f"{FORM_TAG}-{_made_with()}-{key}.json"
 
 
 def _digest(probe: np.ndarray) -> str:
@@ -198,13 +212,15 @@ def load_form(cache_dir: Path, key: str, probe: np.ndarray, threads: int = 1) ->
     except (OSError, ValueError) as exc:
         log.warning("cannot read the serving form %s (%s): loading the model with scikit-learn", path, exc)
         return None
-    if document.get("probe") != _digest(probe):
-        return None  # written against another probe batch: checked again from the model
     try:
+        if document.get("probe") != _digest(probe):
+            log.info("the serving form %s was written against another probe batch: checking the model again", path)
+            return None
         predict = build(document["form"], cache_dir, threads)
         gap = float(np.max(np.abs(predict(probe) - np.asarray(document["expected"]))))
-    except FileNotFoundError:
-        return None  # a library gone from the cache: compiled again from the model
+    except FileNotFoundError as exc:
+        log.info("%s: compiling the model's trees again (%s)", path.name, exc)
+        return None
     except Exception as exc:  # a damaged form or library: the model's own path decides
         log.warning("the serving form %s cannot be used (%s: %s): loading the model with scikit-learn", path,
                     type(exc).__name__, exc)

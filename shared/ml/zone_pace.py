@@ -42,3 +42,8 @@ class ZonePace(BaseEstimator, TransformerMixin):
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         return zone_pace_columns(X, self.pickup, self.dropoff)
+
+
+# pickled under its old home (which resolves it on demand): artifacts trained now load in code from
+# before the move too — an older image, a rollback — and the shipped ones keep loading here
+ZonePace.__module__ = "shared.ml.features"

@@ -92,7 +92,8 @@ def test_bad_messages_of_a_file_replay_are_kept_beside_the_output(kafka, tmp_pat
 
 def test_an_empty_range_stops_at_once_even_while_the_backend_produces(kafka, tmp_path):
     kafka.create_contract_topics()
-    feeding = threading.Thread(target=publish, args=(kafka.settings,), kwargs={"rides": 1500, "rate": 1500, "seed": 3})  # ~20 s of events
+    # ~30 s of events: both replays must end while it still runs (20 s once did not, beside a busy worker)
+    feeding = threading.Thread(target=publish, args=(kafka.settings,), kwargs={"rides": 2500, "rate": 1500, "seed": 3})
     feeding.start()
     try:
         empty = replay(kafka, "tip", "--from", "latest", "--to", "latest", "--output", str(tmp_path / "e.jsonl"))

@@ -4,6 +4,7 @@ same predictions; a form that is missing, stale or wrong is never used."""
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import shutil
@@ -35,9 +36,8 @@ def cache(tmp_path_factory):
 
 
 def test_a_fresh_process_serves_every_model_from_its_form_without_scikit_learn(cache, tmp_path):
-    rows = {name: probe_features(name, rows=200, seed=13) for name in MODEL_NAMES}  # not the probe's rows
+    rows = {name: unseen_rows(name) for name in MODEL_NAMES}
     for name, X in rows.items():
-        X[::7, 0] = np.nan
         np.save(tmp_path / f"{name}-X.npy", X)
     script = f"""
 import json, sys
@@ -61,9 +61,31 @@ print(json.dumps(sorted({{m.split(".")[0] for m in sys.modules}})))
         np.testing.assert_allclose(np.load(tmp_path / f"{name}-y.npy"), expected, atol=native.TOLERANCE)
 
 
+def unseen_rows(name: str, n: int = 300) -> np.ndarray:
+    """Rows the probe batch never held: each column of probe rows shuffled on its own (every value
+    a real one, in combinations nobody saw), some values missing."""
+    rng = np.random.default_rng(13)
+    X = probe_features(name)[:n].copy()
+    for j in range(X.shape[1]):
+        X[:, j] = rng.permutation(X[:, j])
+    X[::7, 0] = np.nan
+    return X
+
+
+def test_a_form_split_over_threads_scores_as_one(cache):
+    """model_threads > 1: a batch of at least _SPLIT_FROM rows is scored in slices on as many threads."""
+    model = load_model("dynamic_duration", native_cache=cache, threads=2)
+    assert model.native is not None
+    X = np.concatenate([unseen_rows("dynamic_duration", 1500)] * 2)
+    assert len(X) >= native._SPLIT_FROM
+    np.testing.assert_allclose(model.native(X), load_model("dynamic_duration").estimator.predict(X),
+                               atol=native.TOLERANCE)
+
+
 def test_the_estimator_is_still_there_when_asked_for(cache):
     model = load_model("tip", native_cache=cache)
     assert model.native is not None
+    copy.copy(model.estimator)  # copy and pickle probe dunders: answered without unpickling, no recursion
     X = probe_features("tip", rows=20, seed=2)
     np.testing.assert_allclose(model.estimator.predict(X), model.native(X), atol=native.TOLERANCE)
 
@@ -86,7 +108,8 @@ def test_a_form_whose_predictions_differ_is_not_used(cache, tmp_path, caplog):
     assert load_model("cost", native_cache=own).native is not None
 
 
-@pytest.mark.parametrize("damage", ["library gone", "not json", "another probe", "unknown kind"])
+@pytest.mark.parametrize("damage", ["library gone", "not json", "not an object", "another probe", "unknown kind",
+                                    "a library elsewhere"])
 def test_a_missing_or_damaged_form_falls_back_to_the_model(cache, tmp_path, damage):
     own = tmp_path / "cache"
     shutil.copytree(cache, own)
@@ -97,6 +120,10 @@ def test_a_missing_or_damaged_form_falls_back_to_the_model(cache, tmp_path, dama
             library.unlink()
     elif damage == "not json":
         path.write_text(path.read_text()[:100])
+    elif damage == "not an object":
+        path.write_text("[]")
+    elif damage == "a library elsewhere":  # only the cache's own libraries are loaded
+        path.write_text(json.dumps(document).replace('"library": "trees-', '"library": "../trees-', 1))
     elif damage == "another probe":
         document["probe"] = "0" * 16
         path.write_text(json.dumps(document))
