@@ -287,6 +287,8 @@ class Runtime:
     def _idle(self) -> None:
         self._emit_deferred()  # nothing to overlap it with: its events must not wait
         self._settle_if_due()
+        if self.drift is not None:  # off the latency path: counted while nothing is waiting
+            self.drift.count_pending()
 
     def _quiet(self) -> None:
         """Nothing arrived for a whole wait: settle, show the lag as it now is, and report what the

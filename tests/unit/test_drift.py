@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from consumers.drift import SLOTS, DriftMonitor, ModelDrift
+from consumers.drift import PENDING_ROWS, SLOTS, DriftMonitor, ModelDrift
 from shared.data import simulator
 from shared.data.tlc import sample_trips
 from shared.data.zones import airport_flags
@@ -102,7 +102,10 @@ def test_counting_matches_the_reference_bins_one_by_one_and_the_window_ages_out(
     X[0, model.metadata["features"].index("payment_type")] = np.nan  # an odd value lands in "other"
     X[1, model.metadata["features"].index("passenger_count")] = 99
     y = model.predict_columns(cols)
-    drift.observe(X, y)
+    drift.observe(X[:1000], y[:1000])
+    drift.observe(X[1000:], y[1000:])
+    assert drift.rows.sum() == 0  # kept, not yet counted (fewer than PENDING_ROWS)
+    drift.count_pending()
     counts = drift.counts.sum(axis=0)
     for i, (column, bins) in enumerate(drift.columns):
         expected = np.bincount(bins.index(y if column < 0 else X[:, column]), minlength=bins.bins)
@@ -113,6 +116,19 @@ def test_counting_matches_the_reference_bins_one_by_one_and_the_window_ages_out(
     assert drift.window()[0] == 3000
     now[0] += 100
     assert drift.window() == (0, {f: 0.0 for f in by_feature})
+
+
+def test_rows_kept_for_counting_are_counted_when_enough_wait_or_at_a_scrape(calibration):
+    model = fresh(load_model("tip"))
+    drift = ModelDrift(read_reference(model.path), model.metadata["features"], window_s=100)
+    cols = request_columns(simulator.simulate(calibration, PENDING_ROWS + 10, seed=5))
+    X, y = build_features("tip", cols), model.predict_columns(cols)
+    drift.observe(X[:10], y[:10])
+    assert drift.rows.sum() == 0
+    assert drift.window()[0] == 10  # a scrape counts what waits
+    drift.observe(X[10:20], y[10:20])
+    drift.observe(X[20:], y[20:])  # PENDING_ROWS reached: counted at once
+    assert drift.rows.sum() == PENDING_ROWS + 10 and drift.histogram.sum() == PENDING_ROWS + 10
 
 
 def test_the_monitor_counts_through_the_models_observers_and_exports_per_version(calibration, tmp_path, caplog):
