@@ -43,6 +43,19 @@ def contract_topics(settings: Settings, label: str) -> Settings:
     return scoped
 
 
+def drop_topics(scoped: Settings) -> None:
+    """Delete the topics of ``scoped``'s namespace (made by :func:`contract_topics`). A phase that
+    runs many short latency runs would otherwise leave ~100 partitions per run on the broker (a
+    whole ``--service all`` run, over two thousand), and later runs would measure a fuller broker."""
+    admin = make_admin(scoped)
+    made = [t for t in admin.list_topics(timeout=10).topics if t.startswith(scoped.namespace)]
+    for future in (admin.delete_topics(made, operation_timeout=30).values() if made else ()):
+        try:
+            future.result(60)
+        except KafkaException:  # left for the run's own clean-up (bench.run.topics_deleted_after)
+            pass
+
+
 def _service_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[str, str]:
     return {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap, "RIDESTREAM_NAMESPACE": settings.namespace,
             "RIDESTREAM_BATCH_MAX_WAIT_MS": "5", "RIDESTREAM_SESSION_TIMEOUT_MS": "6000", **(extra or {})}
@@ -150,6 +163,7 @@ def latency(settings: Settings, rate: float | None, seconds: float, seed: int, l
                                          answered=answered)
     finally:
         stop_services(procs)
+        drop_topics(scoped)
     return percentiles(rate, produced, scored)
 
 
@@ -166,7 +180,10 @@ def steady_stream(scoped: Settings, rate: float | None, seconds: float, seed: in
 
     Why the lead-in: a consumer that sat idle while a *new* idempotent producer starts may wait a
     whole ``fetch.wait.max.ms`` (500 ms) for its first batch — a start-up effect of the producer,
-    not the service's steady-state latency, which is what this figure is about."""
+    not the service's steady-state latency, which is what this figure is about. And a replica's
+    first seconds: the duration service's first overdue flushes (at-least-once) waited 40–450 ms
+    for a broker slow to acknowledge, three or four seconds after it started (the bench's phases
+    give 5 s: ``BenchConfig.latency_lead_in_s``)."""
     source, sink = scoped.topics.events, scoped.topics.predictions(service)
     make = make or ride_requests
     answers = answered or (lambda _: True)

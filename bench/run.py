@@ -57,6 +57,9 @@ class BenchConfig:
     partitions: int = 6
     latency_rates: tuple[float | None, ...] = (1000.0, 5000.0, None)  # None: as fast as possible
     latency_seconds: float = 10.0
+    # offered before a latency window, not measured: a replica's first seconds are start-up (its
+    # first overdue flushes wait out a broker slow to acknowledge, 40–450 ms), not its steady state
+    latency_lead_in_s: float = 5.0
     process_events: int = 100_000  # one process vs two
     fleet: bool = True  # the separate-process phases (latency, processes, replay)
     quix: bool = True  # the Quix Streams peer (its own virtualenv, made on first use)
@@ -310,17 +313,19 @@ def _phases(settings: Settings, cfg: BenchConfig, phase: Callable[[str], None], 
         for rate in cfg.latency_rates:
             label = "max" if rate is None else str(int(rate))
             phase(f"round {i + 1}/{cfg.repeat}: end-to-end latency at {label} events/s")
-            result.latency.setdefault(label, []).append(fleet.latency(settings, rate, cfg.latency_seconds, seed=10 + i))
+            result.latency.setdefault(label, []).append(fleet.latency(settings, rate, cfg.latency_seconds, seed=10 + i,
+                                                                                   lead_in_s=cfg.latency_lead_in_s))
             if rate is not None:  # at "max" both queue: a floor would say nothing
                 phase(f"round {i + 1}/{cfg.repeat}: the same without decoding or model (echo) at {label} events/s")
                 result.latency_floor.setdefault(label, []).append(
-                    fleet.latency(settings, rate, cfg.latency_seconds, seed=10 + i, start=fleet.start_echo))
+                    fleet.latency(settings, rate, cfg.latency_seconds, seed=10 + i, start=fleet.start_echo,
+                                  lead_in_s=cfg.latency_lead_in_s))
         for rate in cfg.peer_latency_rates:  # the same events as ridestream's run at that rate (same seed)
             for peer in (p for p in BATCHED if p.name in pythons):
                 phase(f"round {i + 1}/{cfg.repeat}: {peer.title} end-to-end latency at {int(rate)} events/s")
                 result.peer_latency.setdefault(peer.name, {}).setdefault(str(int(rate)), []).append(
                     fleet.latency(settings, rate, cfg.latency_seconds, seed=10 + i,
-                                  start=peers.starter(peer, pythons[peer.name])))
+                                  start=peers.starter(peer, pythons[peer.name]), lead_in_s=cfg.latency_lead_in_s))
         if result.swap is not None:  # with and without, the first of the two alternating
             for swap in ((False, True) if i % 2 == 0 else (True, False)):
                 what = "across a live swap" if swap else "following plans, no swap"

@@ -56,8 +56,8 @@ def answers(service: str) -> Callable[[dict], bool]:
 def quick_config() -> BenchConfig:
     """Every phase, small: checks that it runs (the suite's quick mode)."""
     return BenchConfig(events=3000, repeat=1, naive_events=100, naive_seconds=5, partitions=3,
-                       latency_rates=(500.0,), latency_seconds=2, process_events=2000, quix=False, rollout=False,
-                       startup=False, delivery=False, warmup_seconds=0.2, window_seconds=0.5,
+                       latency_rates=(500.0,), latency_seconds=2, latency_lead_in_s=2, process_events=2000, quix=False,
+                       rollout=False, startup=False, delivery=False, warmup_seconds=0.2, window_seconds=0.5,
                        max_steady_events=30_000)
 
 
@@ -127,12 +127,12 @@ def _measure(settings: Settings, cfg: BenchConfig, services: tuple[str, ...],
                 phase(f"{label}: end-to-end latency at {name} events/s")
                 r.latency.setdefault(name, []).append(fleet.latency(
                     settings, rate, cfg.latency_seconds, seed=10 + i, service=service, make=lifecycles,
-                    answered=answered))
+                    answered=answered, lead_in_s=cfg.latency_lead_in_s))
                 if rate is not None:
                     phase(f"{label}: the same through echo at {name} events/s")
                     r.latency_floor.setdefault(name, []).append(fleet.latency(
                         settings, rate, cfg.latency_seconds, seed=10 + i, start=fleet.start_echo, service=service,
-                        make=lifecycles))
+                        make=lifecycles, lead_in_s=cfg.latency_lead_in_s))
             batch = lifecycles(cfg.process_events, seed=20 + i)
             for n in (1, 2):
                 phase(f"{label}: {n} {service} process(es)")

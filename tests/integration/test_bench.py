@@ -13,7 +13,8 @@ from tests.integration.fleet import wait_for
 def test_quick_bench_runs_every_loop_on_the_same_events(kafka, tmp_path):
     cfg = BenchConfig(events=3000, repeat=1, naive_events=150, naive_seconds=10, partitions=3,
                       warmup_seconds=0.2, window_seconds=0.5, max_steady_events=30_000,
-                      latency_rates=(500.0,), peer_latency_rates=(500.0,), latency_seconds=2, process_events=2000,
+                      latency_rates=(500.0,), peer_latency_rates=(500.0,), latency_seconds=2, latency_lead_in_s=2,
+                      process_events=2000,
                       startup_repeat=1,
                       startup_rate=200.0, startup_seconds=2.0,
                       delivery=False)  # exactly-once vs at-least-once: tests/integration/test_bench_delivery.py
