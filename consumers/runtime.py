@@ -56,11 +56,18 @@ from shared.ml.native import meanwhile
 
 log = logging.getLogger("ridestream.runtime")
 
-# A batch's output still unacknowledged this many commit intervals after it was produced is waited
-# for (a flush). Before that, offsets settle whenever the producer has nothing outstanding, which
-# at a steady few thousand events/s is every few milliseconds: waiting at every interval instead
-# stalled the stream 5–20 ms in one flush of ten (5,000 events/s, a p99 of 25 ms).
+# Offsets settle whenever the producer has nothing outstanding. A service that answers most events
+# (duration: every ride_progress) at a steady few thousand events/s never gets there — each batch's
+# output is still lingering when the next one's is produced — so output unacknowledged this many
+# commit intervals after it was produced is *asked* for: a flush of at most FLUSH_SLICE_S, once
+# per interval, that settles everything if the broker answers within it (~1 ms on a local
+# broker). A whole flush, waiting however long the broker takes, comes only after
+# OVERDUE_WAIT_INTERVALS: three seconds after a replica started, its whole flushes waited 40–450 ms
+# for a broker slow to acknowledge, and the stream stood still meanwhile (5,000 events/s, p99
+# 25–320 ms); the echo, which never waits for acknowledgements, did not see it.
 OVERDUE_INTERVALS = 5
+OVERDUE_WAIT_INTERVALS = 100
+FLUSH_SLICE_S = 0.002
 
 # The lag gauge is computed at most this often (seconds): per batch it was a twentieth of the
 # service's time at 5,000 events/s, where batches are a few events each.
@@ -179,6 +186,7 @@ class Runtime:
         self._unsettled: dict[tuple[str, int], int] = {}
         self._rewind: dict[tuple[str, int], int] = {}
         self._unsettled_since = 0.0
+        self._asked_at = 0.0  # the last bounded flush of overdue output
         self._deferred: ScoredBatch | None = None  # scored, produced with the next batch's trees
         self._positions: dict[tuple[str, int], int] = {}  # next offset to read, for the lag gauge
         self._lag_at = 0.0
@@ -639,26 +647,32 @@ class Runtime:
             if self._abort_pending or (self.txn.open and time.monotonic() - self.txn.since >= interval):
                 self._commit_transaction()
             return
-        overdue = time.monotonic() - self._unsettled_since >= interval * OVERDUE_INTERVALS
-        self._settle(wait=self.bounds is not None or overdue)
+        now = time.monotonic()
+        unsettled_for = now - self._unsettled_since
+        wait = self.bounds is not None or unsettled_for >= interval * OVERDUE_WAIT_INTERVALS
+        within = 0.0
+        if not wait and unsettled_for >= interval * OVERDUE_INTERVALS and now - self._asked_at >= interval:
+            within, self._asked_at = FLUSH_SLICE_S, now
+        self._settle(wait=wait, within_s=within)
         if self.bounds is None and time.monotonic() - self._last_commit >= interval:
             self._commit_pending(sync=interval == 0)
 
-    def _settle(self, wait: bool) -> None:
+    def _settle(self, wait: bool, within_s: float = 0.0) -> None:
         """Move the batches whose every prediction and dead letter the broker acknowledged to the
-        offsets to commit (:meth:`_commit_pending`).
+        offsets to commit (:meth:`_commit_pending`); ``within_s``: a flush of at most that long
+        first (output overdue, see ``OVERDUE_INTERVALS``).
 
         Neither the next batch nor this check waits for acknowledgements (that wait was a third of
         a batch's time at a few thousand events/s, and a flush now and then the latency's tail):
         produced batches settle once the producer has nothing outstanding — or, with ``wait``
-        (overdue, a rebalance, shutdown), after a flush. At-least-once holds: nothing is committed
+        (long overdue, a rebalance, shutdown), after a whole flush. At-least-once holds: nothing is committed
         before everything produced before it is durable, and a failed delivery rewinds every
         partition to the oldest unsettled batch, which is scored again with the same ids; the batch
         held back for producing was read after it, so it is dropped and read again too. A bounded
         run (replay) commits nothing."""
         if not self._unsettled:
             return
-        failed = self.sink.flush() if wait else self.sink.settled()
+        failed = self.sink.flush() if wait else self.sink.settled(within_s)
         if failed is None:
             return
         if failed:

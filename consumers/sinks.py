@@ -32,7 +32,7 @@ class Sink(Protocol):
     def emit(self, predictions: Predictions, topic: str | None = None) -> None: ...
     def dead_letter(self, msg: Message, headers: list[tuple[str, bytes]]) -> None: ...
     def flush(self) -> int: ...
-    def settled(self) -> int | None: ...
+    def settled(self, within_s: float = 0.0) -> int | None: ...
     def close(self) -> None: ...
 
 
@@ -132,10 +132,14 @@ class KafkaSink:
         failed, self.failed = self.failed, 0
         return failed
 
-    def settled(self) -> int | None:
-        """Like :meth:`flush` without waiting: None while any delivery is still outstanding.
-        (The producer's length counts queued and in-flight messages and unserved delivery reports.)"""
-        self.producer.poll(0)
+    def settled(self, within_s: float = 0.0) -> int | None:
+        """Like :meth:`flush`, waiting at most ``within_s`` (by default not at all): None while any
+        delivery is still outstanding. (The producer's length counts queued and in-flight messages
+        and unserved delivery reports; a flush also sends what lingers at once.)"""
+        if within_s > 0:
+            self.producer.flush(within_s)
+        else:
+            self.producer.poll(0)
         return None if len(self.producer) else self.flush()  # nothing outstanding: flush returns at once
 
     def close(self) -> None:
@@ -219,7 +223,7 @@ class FileSink:
             self._dlq.flush()
         return 0
 
-    def settled(self) -> int | None:
+    def settled(self, within_s: float = 0.0) -> int | None:
         return 0
 
     def close(self) -> None:

@@ -413,12 +413,12 @@ def test_a_failed_delivery_rewinds_to_the_oldest_unacknowledged_batch_and_commit
             failed_at.append(runtime.totals.consumed)
             return failed + 1
 
-        def settled(self) -> int | None:
+        def settled(self, within_s: float = 0.0) -> int | None:
             if not FailsOnce.injected:
                 if held_back_reads_more():
                     return self._report(super().flush())  # once: wait, so that the failure lands now
                 return None  # until then, as if deliveries were outstanding: nothing settles earlier
-            return self._report(super().settled())
+            return self._report(super().settled(within_s))
 
         def flush(self) -> int:
             return self._report(super().flush())

@@ -1,4 +1,5 @@
-"""Offsets: settled without waiting for acknowledgements (unless overdue), committed every
+"""Offsets: settled without waiting for acknowledgements (overdue: asked for in a short flush, waited
+for only when long overdue), committed every
 interval without waiting for the coordinator, a failed commit retried, a rebalance and shutdown
 committing synchronously — including what is still in flight."""
 
@@ -8,7 +9,7 @@ import time
 
 from confluent_kafka import KafkaError, TopicPartition
 
-from consumers.runtime import LAG_EVERY_S, OVERDUE_INTERVALS, Runtime
+from consumers.runtime import FLUSH_SLICE_S, LAG_EVERY_S, OVERDUE_INTERVALS, OVERDUE_WAIT_INTERVALS, Runtime
 from consumers.services import TIP
 from shared.kafka.settings import Settings
 from shared.ml.artifacts import load_model
@@ -18,14 +19,20 @@ P0 = ("events", 0)
 
 
 class Outstanding(Recording):
-    """A sink whose deliveries stay outstanding until ``acknowledged`` is set; flushes counted."""
+    """A sink whose deliveries stay outstanding until ``acknowledged`` is set (or, with
+    ``answers_within``, until a bounded flush asks); flushes and bounded flushes recorded."""
 
     def __init__(self):
         super().__init__()
         self.acknowledged = False
+        self.answers_within = False
         self.flushes = 0
+        self.asked: list[float] = []
 
-    def settled(self) -> int | None:
+    def settled(self, within_s: float = 0.0) -> int | None:
+        if within_s:
+            self.asked.append(within_s)
+            self.acknowledged = self.acknowledged or self.answers_within
         return 0 if self.acknowledged else None
 
     def flush(self) -> int:
@@ -75,13 +82,36 @@ def test_a_batch_settles_when_acknowledged_without_waiting_and_commits_asynchron
     assert rt._committing == {}
 
 
-def test_output_unacknowledged_for_too_long_is_waited_for():
+def overdue(rt: Runtime, intervals: int) -> None:
+    rt._unsettled_since = time.monotonic() - rt.settings.commit_interval_ms / 1000 * intervals
+
+
+def test_overdue_output_is_asked_for_in_a_short_flush_once_an_interval_and_waited_for_only_long_after():
     rt, sink, consumer = runtime()
     rt.process(messages(10, 0, seed=1))
-    rt._unsettled_since = time.monotonic() - rt.settings.commit_interval_ms / 1000 * OVERDUE_INTERVALS
+    overdue(rt, OVERDUE_INTERVALS)
+    interval_passes(rt)
+    rt._settle_if_due()
+    assert sink.asked == [FLUSH_SLICE_S] and sink.flushes == 0 and consumer.commits == []  # the stream goes on
+    rt._settle_if_due()
+    assert sink.asked == [FLUSH_SLICE_S]  # not again within the interval
+    rt._asked_at -= rt.settings.commit_interval_ms / 1000
+    rt._settle_if_due()
+    assert sink.asked == [FLUSH_SLICE_S] * 2 and consumer.commits == []
+    overdue(rt, OVERDUE_WAIT_INTERVALS)  # long overdue: a whole flush, however long it takes
     interval_passes(rt)
     rt._settle_if_due()
     assert sink.flushes == 1 and consumer.commits == [({P0: 10}, True)]
+
+
+def test_overdue_output_the_broker_acknowledges_within_the_short_flush_settles():
+    rt, sink, consumer = runtime()
+    sink.answers_within = True
+    rt.process(messages(10, 0, seed=1))
+    overdue(rt, OVERDUE_INTERVALS)
+    interval_passes(rt)
+    rt._settle_if_due()
+    assert sink.asked == [FLUSH_SLICE_S] and sink.flushes == 0 and consumer.commits == [({P0: 10}, True)]
 
 
 def test_a_failed_commit_is_retried_unless_a_later_one_covers_it():

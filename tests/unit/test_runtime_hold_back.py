@@ -26,7 +26,7 @@ class Recording:
     def flush(self) -> int:
         return 0
 
-    def settled(self) -> int:
+    def settled(self, within_s: float = 0.0) -> int:
         return 0
 
     def close(self) -> None:
