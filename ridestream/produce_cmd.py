@@ -37,7 +37,7 @@ def produce(
     from shared.data import simulator
     from shared.kafka.clients import make_admin, require_topics
     from shared.kafka.settings import load_settings
-    from shared.ml.artifacts import load_model
+    from shared.ml.artifacts import load_served
 
     if drift is not None and drift not in simulator.DRIFTS:
         raise typer.BadParameter(f"{drift!r}: choose from {', '.join(simulator.DRIFTS)}", param_hint="--drift")
@@ -52,10 +52,10 @@ def produce(
         signal.signal(sig, lambda *_: stopping.set())
     settings = load_settings()
     require_topics(make_admin(settings), settings, [settings.topics.events, settings.topics.predictions("duration")])
-    initial = load_model("initial_duration", native_cache=settings.compiled_dir if settings.native_models else None,
-                         threads=settings.predict_threads)
-    if settings.native_models:  # as the services and the web backend serve it: scikit-learn's predict of the
-        initial.accelerate(settings.compiled_dir, settings.predict_threads)  # ensemble was 2/3 of the backend's time
+    # compiled, as the services and the web backend serve it: scikit-learn's predict of the ensemble
+    # was 2/3 of the backend's time
+    initial = load_served("initial_duration", settings.compiled_dir if settings.native_models else None,
+                          settings.predict_threads)
     backend = Backend(settings, initial, stop_event=stopping)
     if from_tlc is not None:
         chunks = tlc_replay(from_tlc, seed=seed)

@@ -75,7 +75,7 @@ from shared.contract.events import (
 from shared.contract.topics import SERVICES
 from shared.data.zones import zone_table
 from shared.kafka.settings import Settings
-from shared.ml.artifacts import load_model
+from shared.ml.artifacts import load_served
 
 log = logging.getLogger("ridestream.web")
 STATIC = Path(__file__).resolve().parent / "static"
@@ -217,10 +217,7 @@ class WebBackend:
     def load_models(self) -> None:
         native = self.config.native_models and self.settings.native_models
         for service, name in MODEL_OF.items():  # from a cached serving form, without scikit-learn, if there is one
-            model = load_model(name, native_cache=self.settings.compiled_dir if native else None,
-                               threads=self.settings.model_threads or 1)
-            if native:
-                model.accelerate(self.settings.compiled_dir, self.settings.model_threads or 1)
+            model = load_served(name, self.settings.compiled_dir if native else None, self.settings.model_threads or 1)
             self.models[service] = BatchedModel(model, self.executor)
         if self.config.duration_url and not self.config.only_predict:
             self.remote = RemoteDuration(self.config.duration_url, self.models["duration"], self.config.duration_timeout_s)

@@ -388,6 +388,17 @@ def load_model(name: str, version: str | None = None, models_dir: Path | None = 
     return Model(metadata["name"], metadata["version"], _unpickle(path), metadata, path)
 
 
+def load_served(name: str, cache: Path | None, threads: int = 1) -> Model:
+    """The champion of ``name`` as a process that serves it right away loads it (the backend, the
+    web service): from its serving form in the compiled-trees ``cache`` if one checks out, else
+    unpickled, then compiled into that cache; ``cache`` None: scikit-learn's predict as trained.
+    (A scoring service loads with :func:`load_model` and compiles in a thread of its own.)"""
+    model = load_model(name, native_cache=cache, threads=threads)
+    if cache is not None:
+        model.accelerate(cache, threads)
+    return model
+
+
 def form_key(metadata: dict[str, Any]) -> str | None:
     """The name of an artifact's serving form in a cache: its model, version and checksum (None
     without a checksum: nothing would tie a form to these bytes)."""
