@@ -11,7 +11,8 @@ Two measures:
   the rate and no group's lag grows over the last half of the window — by the least-squares slope of
   the lag sampled every second, it gains less than one second of the offered traffic over that half
   (the lag moves by whole batches, so a bound of zero would fail on noise); stepping ends at the
-  first step that is not.
+  first step that is not, and one more step halfway (geometrically) between it and the last
+  sustained narrows where the ceiling lies.
 
 CPU per component comes from ``/proc/<pid>/stat`` (user + system time of the process and all its
 threads) at the start and end of each window: the backend's processes, each service, the broker's
@@ -62,7 +63,8 @@ class FleetConfig:
     start_rate: float = 5000.0  # events/s of the first step
     factor: float = 1.5  # each step offers this many times the last
     max_steps: int = 8
-    stop_at_failure: bool = True  # the full run stops at the first step not sustained
+    stop_at_failure: bool = True  # the full run stops at the first step not sustained…
+    refine: int = 1  # …then tries this many steps halfway (geometrically) between it and the last sustained
     window_s: float = 60.0  # each step's measured window
     lead_in_s: float = 5.0  # after the backend's first events, before a window (start-up of the producers)
     latency_rates: tuple[float, ...] = (1000.0, 5000.0)
@@ -124,7 +126,8 @@ class FleetResult:
 
     @property
     def first_failing(self) -> Step | None:
-        return next((s for s in self.steps if not s.sustained), None)
+        """The lowest offered rate not sustained (a refining step may lie below the ×factor step)."""
+        return min((s for s in self.steps if not s.sustained), key=lambda s: s.offered_per_s, default=None)
 
     def broker_events_per_core_s(self) -> float | None:
         """Ride events/s the broker carried per core of its JVM at the highest sustained step (with
@@ -435,6 +438,16 @@ def step_phase(fleet: Fleet, rate: float, cfg: FleetConfig, seed: int, logs: Pat
     return step
 
 
+def refinement(result: FleetResult) -> float | None:
+    """The rate halfway (geometrically, to 10 events/s) between the highest sustained step and the
+    lowest failing one above it; None without both, or when it was offered already."""
+    best, failing = result.highest_sustained, result.first_failing
+    if best is None or failing is None or failing.offered_per_s < best.offered_per_s:
+        return None
+    rate = round((best.offered_per_s * failing.offered_per_s) ** 0.5, -1)
+    return None if rate in {s.offered_per_s for s in result.steps} else rate
+
+
 def steps(cfg: FleetConfig) -> list[float]:
     return [cfg.start_rate * cfg.factor ** i for i in range(cfg.max_steps)]
 
@@ -461,6 +474,12 @@ def run_fleet(settings: Settings, cfg: FleetConfig, broker_pids: list[int],
                 result.steps.append(step)
                 if not step.sustained and cfg.stop_at_failure:
                     break
+            for i in range(cfg.refine if cfg.stop_at_failure else 0):  # narrow where the ceiling lies
+                rate = refinement(result)
+                if rate is None:
+                    break
+                phase(f"refining: {rate:,.0f} events/s for {cfg.window_s:g} s")
+                result.steps.append(step_phase(fleet, rate, cfg, 30 + i, logs))
             result.dead_letters = fleet.dead_letters()
         finally:
             fleet.stop()
@@ -493,7 +512,7 @@ def markdown(result: FleetResult) -> str:
     lines += ["", "| offered events/s | backend processes | published events/s | lag slope, last half, events/s "
                   "(duration / tip / cost) | sustained | load (1 min) | CPU cores: backend / duration / tip / cost / "
                   "broker / others / machine |", "|---|---|---|---|---|---|---|"]
-    for s in result.steps:
+    for s in sorted(result.steps, key=lambda s: s.offered_per_s):
         slopes = " / ".join(f"{s.lag_slope_per_s[x]:+,.0f}" for x in SERVICES)
         verdict = "yes" if s.sustained else f"no ({s.why_not})"
         lines.append(f"| {s.offered_per_s:,.0f} | {s.producers} | {s.delivered_per_s:,.0f} | {slopes} | {verdict} | "
@@ -536,18 +555,19 @@ def write(result: FleetResult, output: Path) -> list[Path]:
     md = output.with_suffix(".md")
     md.write_text(markdown(result))
     paths = [output, md]
-    if result.steps:
+    steps_ = sorted(result.steps, key=lambda s: s.offered_per_s)
+    if steps_:
         png = output.with_suffix(".png")
         fig, ax = plt.subplots(figsize=(7, 3.4))
-        labels = [f"{s.offered_per_s / 1000:.1f}k{'' if s.sustained else ' ✗'}" for s in result.steps]
-        bottom = np.zeros(len(result.steps))
+        labels = [f"{s.offered_per_s / 1000:.1f}k{'' if s.sustained else ' ✗'}" for s in steps_]
+        bottom = np.zeros(len(steps_))
         colours = {"backend": "#f59e0b", "duration": "#2563eb", "tip": "#10b981", "cost": "#7c3aed",
                    "broker": "#dc2626", "others": "#d1d5db"}
         for name, colour in colours.items():
-            values = np.array([s.cpu_cores.get(name, 0.0) for s in result.steps])
+            values = np.array([s.cpu_cores.get(name, 0.0) for s in steps_])
             ax.bar(labels, values, bottom=bottom, label=name, color=colour)
             bottom += values
-        ax.plot(labels, [s.cpu_cores.get("machine", np.nan) for s in result.steps], "k.--", label="machine busy")
+        ax.plot(labels, [s.cpu_cores.get("machine", np.nan) for s in steps_], "k.--", label="machine busy")
         ax.axhline(os.cpu_count() or 1, color="grey", lw=0.8)
         ax.set_ylim(0, max(os.cpu_count() or 1, float(bottom.max())) * 1.45)  # room for the legend
         ax.set_xlabel("offered events/s (✗: not sustained)")
