@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from shared.kafka.settings import Settings
 from shared.ml.artifacts import load_model
 
 RIDESTREAM = [sys.executable, "-m", "ridestream.cli"]
+STDERR_TAIL_LINES = 20
 
 
 def contract_topics(settings: Settings, label: str) -> Settings:
@@ -65,25 +67,47 @@ def start_services(settings: Settings, n: int, extra_env: dict[str, str] | None 
                    service: str = "tip") -> list[subprocess.Popen]:
     """``n`` `ridestream consume SERVICE` processes (each following the plan on the control topic, as
     the command does unless given ``--model``); ``extra_env``, e.g. ``RIDESTREAM_MODEL_STORE``."""
-    return [subprocess.Popen([*RIDESTREAM, "consume", service], env=_service_env(settings, extra_env),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(n)]
+    return [_spawn([*RIDESTREAM, "consume", service], _service_env(settings, extra_env)) for _ in range(n)]
 
 
 def start_echo(settings: Settings, n: int = 1, service: str = "tip") -> list[subprocess.Popen]:
     """:mod:`bench.echo` in place of a service: the same bytes to its output topic."""
     command = [sys.executable, "-m", "bench.echo", settings.topics.events, settings.topics.predictions(service)]
-    return [subprocess.Popen(command, env=_service_env(settings), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL) for _ in range(n)]
+    return [_spawn(command, _service_env(settings)) for _ in range(n)]
+
+
+def _spawn(command: list[str], env: dict[str, str]) -> subprocess.Popen:
+    """A measured process; its stderr kept in a temporary file, so that one which dies during a
+    run says why (:func:`stop_services`) instead of leaving an empty measurement unexplained."""
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    proc.stderr_log = log  # type: ignore[attr-defined]
+    return proc
 
 
 def stop_services(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM each (a drain, as an operator stops one); one that had already died, or that exits
+    with an error, has its stderr's last lines printed."""
+    died = [p for p in procs if p.poll() is not None]
     for p in procs:
-        p.send_signal(signal.SIGTERM)
+        if p not in died:
+            p.send_signal(signal.SIGTERM)
     for p in procs:
         try:
             p.wait(60)
         except subprocess.TimeoutExpired:
             p.kill()
+            p.wait()
+        log = getattr(p, "stderr_log", None)
+        if log is None:
+            continue
+        if p in died or p.returncode not in (0, -signal.SIGTERM):
+            log.seek(0)
+            tail = log.read().decode(errors="replace").strip().splitlines()[-STDERR_TAIL_LINES:]
+            state = "died during the run" if p in died else "failed to stop"
+            print(f"bench: {' '.join(p.args[2:])} {state} (exit {p.returncode}):", *tail, sep="\n  ",
+                  file=sys.stderr)
+        log.close()
 
 
 def read_timestamps(settings: Settings, topic: str, expect: int, timeout: float,
