@@ -119,6 +119,7 @@ def visible_latency(settings: Settings, mode: str, rate: float, seconds: float, 
     source, sink = scoped.topics.events, scoped.topics.predictions("tip")
     procs = start_services(scoped, 1, env_of(mode))
     reader = VisibleReader(scoped, sink)
+    ids: set[str] = set()
     try:
         warm = ride_requests(200, seed=seed + 1000)
         offer(scoped, source, warm, None)
@@ -132,7 +133,7 @@ def visible_latency(settings: Settings, mode: str, rate: float, seconds: float, 
                     if k in ids}
     finally:
         reader.close()
-        stop_services(procs)
+        stop_services(procs, explain=not ids <= reader.seen.keys())
     delays = np.array([reader.seen[k] - produced[k] for k in ids if k in reader.seen and k in produced])
     p50, p95, p99 = np.percentile(delays, [50, 95, 99]) if len(delays) else (np.nan,) * 3
     return Latency(rate, len(delays), round(float(p50), 1), round(float(p95), 1), round(float(p99), 1))

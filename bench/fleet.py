@@ -85,9 +85,10 @@ def _spawn(command: list[str], env: dict[str, str]) -> subprocess.Popen:
     return proc
 
 
-def stop_services(procs: list[subprocess.Popen]) -> None:
+def stop_services(procs: list[subprocess.Popen], explain: bool = False) -> None:
     """SIGTERM each (a drain, as an operator stops one); one that had already died, or that exits
-    with an error, has its stderr's last lines printed."""
+    with an error, has its stderr's last lines printed (every one's with ``explain``: a run that
+    did not get its answers)."""
     died = [p for p in procs if p.poll() is not None]
     for p in procs:
         if p not in died:
@@ -101,10 +102,11 @@ def stop_services(procs: list[subprocess.Popen]) -> None:
         log = getattr(p, "stderr_log", None)
         if log is None:
             continue
-        if p in died or p.returncode not in (0, -signal.SIGTERM):
+        if explain or p in died or p.returncode not in (0, -signal.SIGTERM):
             log.seek(0)
             tail = log.read().decode(errors="replace").strip().splitlines()[-STDERR_TAIL_LINES:]
-            state = "died during the run" if p in died else "failed to stop"
+            state = ("died during the run" if p in died else "failed to stop"
+                     if p.returncode not in (0, -signal.SIGTERM) else "did not answer every event")
             print(f"bench: {' '.join(p.args[2:])} {state} (exit {p.returncode}):", *tail, sep="\n  ",
                   file=sys.stderr)
         log.close()
