@@ -114,3 +114,14 @@ def test_kafka_extra_tunes_the_producer_but_cannot_weaken_its_guarantees(monkeyp
     assert conf["acks"] == "all" and conf["enable.idempotence"] is True  # at-least-once stays
     assert conf["batch.size"] == PRODUCER_TUNING["batch.size"]
     assert producer_config(load_settings(), **{"linger.ms": 1})["linger.ms"] == 1  # a caller's own choice wins
+
+
+def test_consumers_fetch_again_soon_under_a_backlog_unless_the_user_tunes_it(monkeypatch):
+    from shared.kafka.clients import CONSUMER_TUNING, consumer_config
+
+    conf = consumer_config(Settings(), "g")
+    assert conf["fetch.queue.backoff.ms"] == CONSUMER_TUNING["fetch.queue.backoff.ms"] < 1000  # librdkafka's 1 s
+    assert conf["queued.min.messages"] == CONSUMER_TUNING["queued.min.messages"]
+    monkeypatch.setenv("RIDESTREAM_KAFKA_EXTRA", '{"fetch.queue.backoff.ms": "250", "enable.auto.commit": "true"}')
+    conf = consumer_config(load_settings(), "g")
+    assert conf["fetch.queue.backoff.ms"] == "250" and conf["enable.auto.commit"] is False  # commits stay ours
