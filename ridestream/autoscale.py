@@ -22,28 +22,28 @@ from dataclasses import dataclass, field
 
 log = logging.getLogger("ridestream.autoscale")
 
-# One `ridestream consume tip` process, measured by `ridestream bench` (bench/results/latest.json,
-# processes_events_per_s["1"], 2026-11-30): events a second one replica works through.
-MEASURED_EVENTS_PER_S = 139_470
-# A Kubernetes replica gets one core where the bench's process had two (broker included, 86 % busy):
-# count on half of it.
+# Each service's runtime working through a steady backlog of whole lifecycles, measured by
+# `ridestream bench --service all` over 5 s windows (bench/results/services.json,
+# services.<name>.events_per_s.batched, 2026-12-01): events a second one replica works through.
+MEASURED_EVENTS_PER_S = {"tip": 491_745, "duration": 137_303, "cost": 290_593}
+# A Kubernetes replica gets one core where the bench's process had two (broker included): count on
+# half of it.
 REPLICA_SHARE = 0.5
 # How long a replica may take to work through its share of a backlog before another is wanted.
 CATCH_UP_S = 10.0
 
 
-def lag_threshold(events_per_s: float = MEASURED_EVENTS_PER_S, share: float = REPLICA_SHARE,
-                  catch_up_s: float = CATCH_UP_S) -> int:
-    """The ScaledObjects' ``lagThreshold``: the backlog one replica clears in ``catch_up_s`` at
+def lag_threshold(events_per_s: float, share: float = REPLICA_SHARE, catch_up_s: float = CATCH_UP_S) -> int:
+    """A ScaledObject's ``lagThreshold``: the backlog one replica clears in ``catch_up_s`` at
     ``share`` of the measured throughput (rounded down to a thousand)."""
     return int(events_per_s * share * catch_up_s) // 1000 * 1000
 
 
-# KEDA's KafkaScaler defaults for the HPA; the manifests spell them out
-LAG_THRESHOLD = lag_threshold()
+# each service's, as its ScaledObject spells it out
+LAG_THRESHOLDS = {service: lag_threshold(rate) for service, rate in MEASURED_EVENTS_PER_S.items()}
 # below this total lag a service is idle: 1 % of the threshold, and above the lag of one committed
 # offset per partition that a transactional producer's markers leave behind (kedacore/keda#5675)
-ACTIVATION_LAG_THRESHOLD = LAG_THRESHOLD // 100
+ACTIVATION_LAG_THRESHOLDS = {service: threshold // 100 for service, threshold in LAG_THRESHOLDS.items()}
 COOLDOWN_S = 300.0  # the HPA's default scale-down stabilization window
 
 
@@ -126,11 +126,15 @@ class ServiceScaler:
 
 
 def fleet_scalers(services: dict[str, list[object]], lag_of: Callable[[str], int], start: Callable[[str], object],
-                  stop: Callable[[object], None], partitions: int, lag_threshold_: int = LAG_THRESHOLD,
+                  stop: Callable[[object], None], partitions: int, lag_threshold_: int | None = None,
                   cooldown_s: float = COOLDOWN_S) -> list[ServiceScaler]:
     """A scaler per service of ``services`` (name → the replicas already running), each between one
-    replica and ``partitions``, with the activation threshold at 1 % of ``lag_threshold_``."""
-    rule = LagRule(lag_threshold_, lag_threshold_ // 100, max_replicas=partitions, min_replicas=1)
-    return [ServiceScaler(name, rule, lag=lambda name=name: lag_of(name), start=lambda name=name: start(name),
+    replica and ``partitions``, at its own threshold (``LAG_THRESHOLDS``) or ``lag_threshold_`` for
+    all, with the activation threshold at 1 % of it."""
+    def rule(name: str) -> LagRule:
+        threshold = lag_threshold_ or LAG_THRESHOLDS[name]
+        return LagRule(threshold, threshold // 100, max_replicas=partitions, min_replicas=1)
+
+    return [ServiceScaler(name, rule(name), lag=lambda name=name: lag_of(name), start=lambda name=name: start(name),
                           stop=stop, cooldown_s=cooldown_s, replicas=list(running))
             for name, running in services.items()]

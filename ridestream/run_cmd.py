@@ -16,7 +16,7 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
-from ridestream.autoscale import COOLDOWN_S, LAG_THRESHOLD, ServiceScaler, fleet_scalers
+from ridestream.autoscale import COOLDOWN_S, ServiceScaler, fleet_scalers
 from ridestream.broker_cmd import ensure_local_broker
 from ridestream.console import out
 
@@ -153,7 +153,8 @@ def run(
     metrics_port: int = typer.Option(9300, help="first /metrics port of the services (0 = off)"),
     autoscale: bool = typer.Option(False, "--autoscale", help="add and remove service processes by their "
                                    "group's lag, with KEDA's Kafka-scaler rule (docs/kubernetes.md)"),
-    lag_threshold: int = typer.Option(LAG_THRESHOLD, help="with --autoscale: lag per replica (KEDA lagThreshold)"),
+    lag_threshold: int = typer.Option(None, min=1, help="with --autoscale: lag per replica (KEDA lagThreshold) of "
+                                      "every service [default: each its own, from its measured throughput]"),
     cooldown: float = typer.Option(COOLDOWN_S, help="with --autoscale: seconds before scaling down"),
     web_port: int = typer.Option(8000, help="port of the web service: the rider page, the API (0 = off)"),
 ) -> None:
@@ -219,7 +220,7 @@ def run(
 
 
 def _autoscalers(settings: Settings, offsets: Offsets, children: list[Child], last_port: int, logs: Path,
-                 lag_threshold: int, cooldown: float) -> list[ServiceScaler]:
+                 lag_threshold: int | None, cooldown: float) -> list[ServiceScaler]:
     """One lag scaler per service (ridestream.autoscale), starting and stopping its processes."""
     from shared.contract.topics import SERVICES
 

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from ridestream.autoscale import (
-    ACTIVATION_LAG_THRESHOLD,
-    LAG_THRESHOLD,
+    ACTIVATION_LAG_THRESHOLDS,
+    LAG_THRESHOLDS,
     MEASURED_EVENTS_PER_S,
     LagRule,
     ServiceScaler,
     Stabilized,
     desired_replicas,
+    fleet_scalers,
     lag_threshold,
 )
+
+ROOT = Path(__file__).resolve().parents[2]
 
 RULE = LagRule(lag_threshold=100, activation_lag_threshold=10, max_replicas=6, min_replicas=1)
 
@@ -62,6 +68,18 @@ def test_the_scaler_starts_and_stops_replicas_newest_first():
     assert scaler.history == [(500, 5), (500, 5), (0, 5), (0, 1)]
 
 
-def test_the_manifests_threshold_is_derived_from_the_measured_throughput():
-    assert LAG_THRESHOLD == lag_threshold(MEASURED_EVENTS_PER_S, 0.5, 10) == 697_000
-    assert ACTIVATION_LAG_THRESHOLD == 6_970
+def test_each_services_threshold_is_derived_from_its_measured_throughput():
+    for service, rate in MEASURED_EVENTS_PER_S.items():
+        assert LAG_THRESHOLDS[service] == lag_threshold(rate, 0.5, 10) == int(rate * 5) // 1000 * 1000
+        assert ACTIVATION_LAG_THRESHOLDS[service] == LAG_THRESHOLDS[service] // 100
+    # the measured figures in bench/results/services.json are where the rates come from
+    measured = json.loads((ROOT / "bench/results/services.json").read_text())["services"]
+    assert MEASURED_EVENTS_PER_S == {s: int(measured[s]["events_per_s"]["batched"]) for s in MEASURED_EVENTS_PER_S}
+
+
+def test_a_given_threshold_applies_to_every_service_else_each_has_its_own():
+    services = {"tip": [], "duration": []}
+    own = fleet_scalers(services, lambda s: 0, lambda s: s, lambda c: None, partitions=6)
+    assert [s.rule.lag_threshold for s in own] == [LAG_THRESHOLDS["tip"], LAG_THRESHOLDS["duration"]]
+    given = fleet_scalers(services, lambda s: 0, lambda s: s, lambda c: None, partitions=6, lag_threshold_=500)
+    assert [(s.rule.lag_threshold, s.rule.activation_lag_threshold) for s in given] == [(500, 5), (500, 5)]

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ridestream.autoscale import ACTIVATION_LAG_THRESHOLD, LAG_THRESHOLD
+from ridestream.autoscale import ACTIVATION_LAG_THRESHOLDS, LAG_THRESHOLDS
 from shared.contract.topics import SERVICES
 from shared.kafka.settings import Settings
 
@@ -184,7 +184,8 @@ def test_cross_references(overlay):
         assert trigger["type"] == "kafka" and meta["topic"] == settings.topics.events
         assert meta["consumerGroup"] == settings.group_id(service)
         assert meta["bootstrapServers"] == settings.bootstrap
-        assert int(meta["lagThreshold"]) == LAG_THRESHOLD and int(meta["activationLagThreshold"]) == ACTIVATION_LAG_THRESHOLD
+        assert int(meta["lagThreshold"]) == LAG_THRESHOLDS[service]
+        assert int(meta["activationLagThreshold"]) == ACTIVATION_LAG_THRESHOLDS[service]
         assert meta["allowIdleConsumers"] == "false"
         major, minor = (int(x) for x in meta["version"].split(".")[:2])
         assert (major, minor) >= (2, 1)  # Kafka 4 serves no older protocol (KIP-896)
