@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 
 log = logging.getLogger("ridestream.autoscale")
 
-# Each service's runtime working through a steady backlog of whole lifecycles, measured by
-# `ridestream bench --service all` over 5 s windows (bench/results/services.json,
-# services.<name>.events_per_s.batched, 2026-12-01): events a second one replica works through.
-MEASURED_EVENTS_PER_S = {"tip": 491_745, "duration": 137_303, "cost": 290_593}
+# Events a second one replica of each service works through a backlog of whole lifecycles, as
+# `ridestream bench --service all` measured them (bench/results/services.json, 2026-12-01): the
+# lower of its runtime in process (services.<name>.events_per_s.batched) and one `ridestream
+# consume` process (processes_events_per_s["1"]) — the capacity `ridestream bench --plan` takes.
+MEASURED_EVENTS_PER_S = {"tip": 491_745, "duration": 97_130, "cost": 167_402}
 # A Kubernetes replica gets one core where the bench's process had two (broker included): count on
 # half of it.
 REPLICA_SHARE = 0.5
