@@ -118,9 +118,10 @@ def visible_latency(settings: Settings, mode: str, rate: float, seconds: float, 
     scoped = contract_topics(settings, f"delivery-{mode}-{int(rate)}")
     source, sink = scoped.topics.events, scoped.topics.predictions("tip")
     procs = start_services(scoped, 1, env_of(mode))
-    reader = VisibleReader(scoped, sink)
+    reader: VisibleReader | None = None
     ids: set[str] = set()
     try:
+        reader = VisibleReader(scoped, sink)
         warm = ride_requests(200, seed=seed + 1000)
         offer(scoped, source, warm, None)
         reader.wait({e["event_id"] for e in warm}, 120)
@@ -132,8 +133,11 @@ def visible_latency(settings: Settings, mode: str, rate: float, seconds: float, 
         produced = {k: v for k, v in read_timestamps(scoped, source, len(warm) + len(lead) + len(events), 60).items()
                     if k in ids}
     finally:
-        reader.close()
-        stop_services(procs, explain=not ids <= reader.seen.keys())
+        try:
+            if reader is not None:
+                reader.close()
+        finally:
+            stop_services(procs, explain=reader is None or not ids <= reader.seen.keys())
     delays = np.array([reader.seen[k] - produced[k] for k in ids if k in reader.seen and k in produced])
     p50, p95, p99 = np.percentile(delays, [50, 95, 99]) if len(delays) else (np.nan,) * 3
     return Latency(rate, len(delays), round(float(p50), 1), round(float(p95), 1), round(float(p99), 1))

@@ -16,7 +16,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +35,7 @@ from shared.ml.artifacts import load_model
 
 RIDESTREAM = [sys.executable, "-m", "ridestream.cli"]
 STDERR_TAIL_LINES = 20
+STDERR_TAIL_BYTES = 64 * 1024  # read no more of a long run's stderr than its tail needs
 
 
 def contract_topics(settings: Settings, label: str) -> Settings:
@@ -80,36 +81,45 @@ def _spawn(command: list[str], env: dict[str, str]) -> subprocess.Popen:
     """A measured process; its stderr kept in a temporary file, so that one which dies during a
     run says why (:func:`stop_services`) instead of leaving an empty measurement unexplained."""
     log = tempfile.TemporaryFile()
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    except BaseException:
+        log.close()
+        raise
     proc.stderr_log = log  # type: ignore[attr-defined]
     return proc
 
 
-def stop_services(procs: list[subprocess.Popen], explain: bool = False) -> None:
+def stop_services(procs: list[subprocess.Popen], explain: bool = False,
+                  stopped: Collection[subprocess.Popen] = ()) -> None:
     """SIGTERM each (a drain, as an operator stops one); one that had already died, or that exits
     with an error, has its stderr's last lines printed (every one's with ``explain``: a run that
-    did not get its answers)."""
-    died = [p for p in procs if p.poll() is not None]
+    did not get its answers) — but not those in ``stopped``, which the run stopped or killed itself."""
+    died = [p for p in procs if p.poll() is not None and p not in stopped]
     for p in procs:
-        if p not in died:
+        if p.poll() is None:
             p.send_signal(signal.SIGTERM)
     for p in procs:
-        try:
-            p.wait(60)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
         log = getattr(p, "stderr_log", None)
-        if log is None:
-            continue
-        if explain or p in died or p.returncode not in (0, -signal.SIGTERM):
-            log.seek(0)
-            tail = log.read().decode(errors="replace").strip().splitlines()[-STDERR_TAIL_LINES:]
-            state = ("died during the run" if p in died else "failed to stop"
-                     if p.returncode not in (0, -signal.SIGTERM) else "did not answer every event")
-            print(f"bench: {' '.join(p.args[2:])} {state} (exit {p.returncode}):", *tail, sep="\n  ",
-                  file=sys.stderr)
-        log.close()
+        try:
+            try:
+                p.wait(60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+            failed = p not in stopped and p.returncode not in (0, -signal.SIGTERM)
+            if log is not None and (explain or p in died or failed):
+                _print_tail(p, log, "died during the run" if p in died else "failed to stop" if failed
+                            else "did not answer every event")
+        finally:
+            if log is not None:
+                log.close()
+
+
+def _print_tail(p: subprocess.Popen, log, state: str) -> None:
+    log.seek(max(0, os.fstat(log.fileno()).st_size - STDERR_TAIL_BYTES))
+    tail = log.read().decode(errors="replace").strip().splitlines()[-STDERR_TAIL_LINES:]
+    print(f"bench: {' '.join(p.args[2:])} {state} (exit {p.returncode}):", *tail, sep="\n  ", file=sys.stderr)
 
 
 def read_timestamps(settings: Settings, topic: str, expect: int, timeout: float,
@@ -311,8 +321,8 @@ def processes_throughput(settings: Settings, events: list[dict], processes: int,
     How busy the machine's cores were from the first to the last prediction (services, broker and
     this reader) says whether a second process had a core to itself."""
     scoped = contract_topics(settings, f"procs-{processes}")
-    procs = start_services(scoped, processes, service=service)
     expected = sum(map(answered, events)) if answered else len(events)
+    procs = start_services(scoped, processes, service=service)
     try:
         wait_for_group(scoped, processes, service=service)
         with CpuSampler() as cpu:

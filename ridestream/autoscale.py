@@ -133,7 +133,7 @@ def fleet_scalers(services: dict[str, list[object]], lag_of: Callable[[str], int
     replica and ``partitions``, at its own threshold (``LAG_THRESHOLDS``) or ``lag_threshold_`` for
     all, with the activation threshold at 1 % of it."""
     def rule(name: str) -> LagRule:
-        threshold = lag_threshold_ or LAG_THRESHOLDS[name]
+        threshold = LAG_THRESHOLDS[name] if lag_threshold_ is None else lag_threshold_
         return LagRule(threshold, threshold // 100, max_replicas=partitions, min_replicas=1)
 
     return [ServiceScaler(name, rule(name), lag=lambda name=name: lag_of(name), start=lambda name=name: start(name),

@@ -17,8 +17,8 @@ def test_a_process_that_died_during_the_run_has_its_stderr_printed(capsys):
 
 
 def test_a_process_stopped_cleanly_says_nothing_unless_asked(capsys):
-    code = "import signal, sys, time; print('ready', file=sys.stderr, flush=True); " \
-           "signal.signal(signal.SIGTERM, lambda *_: sys.exit(0)); time.sleep(60)"
+    code = "import signal, sys, time; signal.signal(signal.SIGTERM, lambda *_: sys.exit(0)); " \
+           "print('ready', file=sys.stderr, flush=True); time.sleep(60)"
     quiet, asked = _spawn([sys.executable, "-c", code], {}), _spawn([sys.executable, "-c", code], {})
     for proc in (quiet, asked):  # both have their handler in place
         deadline = time.monotonic() + 60
@@ -29,3 +29,11 @@ def test_a_process_stopped_cleanly_says_nothing_unless_asked(capsys):
     stop_services([asked], explain=True)
     err = capsys.readouterr().err
     assert "did not answer every event (exit 0)" in err and "ready" in err
+
+
+def test_a_process_the_run_killed_itself_is_not_reported(capsys):
+    proc = _spawn([sys.executable, "-c", "import time; time.sleep(60)"], {})
+    proc.kill()
+    proc.wait(30)
+    stop_services([proc], stopped=[proc])
+    assert capsys.readouterr().err == "" and proc.stderr_log.closed
